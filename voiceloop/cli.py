@@ -1,0 +1,156 @@
+"""The ``voiceloop`` command: one sub-command per stage; each parses options and calls library code."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from .settings import get_settings
+
+app = typer.Typer(help="voiceloop: plan, collect, label, train, serve and monitor speech recognition.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+
+DataOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="data directory (default: $VOICELOOP_DATA_DIR or ./data)")
+]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    for noisy in ("alembic", "mlflow", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def synth(
+    plan: Annotated[str, typer.Option(help="plan YAML path or a name in collection/plans (demo, tiny)")] = "demo",
+    out: Annotated[Path | None, typer.Option(help="output directory (default: <data dir>/studio)")] = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Generate a synthetic speech data set from a data plan."""
+    from collection.studio import synthesize_plan
+
+    splits = synthesize_plan(plan, out or get_settings().with_data_dir(data_dir).data_dir / "studio")
+    for name, path in splits.items():
+        console.print(f"{name:>12}: {path}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path | None, typer.Option(help="root of train/ dev/ (default: <data dir>/studio)")] = None,
+    config: Annotated[str, typer.Option(help="training config YAML or a name in asr/configs")] = "baseline",
+    out: Annotated[Path | None, typer.Option(help="checkpoints + curve (default: <data dir>/runs/<config>)")] = None,
+    minutes: Annotated[float | None, typer.Option(help="training-time budget (overrides the config)")] = None,
+    steps: Annotated[int | None, typer.Option(help="step budget (overrides the config)")] = None,
+    backend: Annotated[str | None, typer.Option(help="conformer_ctc or wav2vec2_ctc (overrides the config)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from out/last.pt")] = False,
+    data_dir: DataOpt = None,
+) -> None:
+    """Train an acoustic model (CPU, CUDA, or several GPUs under torchrun) and log it to MLflow."""
+    from .pipeline import load_train_config, train_model
+
+    settings = get_settings().with_data_dir(data_dir)
+    cfg = load_train_config(config, max_minutes=minutes, max_steps=steps, backend=backend)
+    out = out or settings.data_dir / "runs" / Path(config).stem
+    trained = train_model(settings, data or settings.data_dir / "studio", cfg, out, resume=resume)
+    console.print(f"checkpoint: {trained.result.checkpoint}\nMLflow run: {trained.run_id}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option(help="checkpoint path, runs:/<id>/checkpoint or models:/<name>@<alias>")],
+    data: Annotated[Path | None, typer.Option(help="dataset root (default: <data dir>/studio)")] = None,
+    split: Annotated[list[str], typer.Option(help="split(s) to evaluate")] = ["test_seen"],  # noqa: B006
+    out: Annotated[Path | None, typer.Option(help="where <split>.json reports go (default: <data dir>/eval)")] = None,
+    run_id: Annotated[str | None, typer.Option(help="log metrics into this MLflow run")] = None,
+    decoder: Annotated[str, typer.Option(help="greedy or beam")] = "greedy",
+    data_dir: DataOpt = None,
+) -> None:
+    """WER / CER / command exact-match per slice with 95% bootstrap intervals."""
+    from .pipeline import evaluate_splits
+
+    settings = get_settings().with_data_dir(data_dir)
+    out = out or settings.data_dir / "eval"
+    reports = evaluate_splits(settings, model, data or settings.data_dir / "studio", split, out, run_id, decoder)
+    for name, report in reports.items():
+        report.print(title=f"{name} — {model}", console=console)
+    console.print(f"reports: {out}/")
+
+
+@app.command("register")
+def register_cmd(
+    run_id: Annotated[str | None, typer.Option(help="MLflow run whose checkpoint becomes a new version")] = None,
+    alias: Annotated[str | None, typer.Option(help="champion or challenger")] = None,
+    version: Annotated[str | None, typer.Option(help="move --alias to this existing version (rollback)")] = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Register a trained run as a model version and/or move an alias."""
+    from asr.registry import configure, set_alias
+
+    from .pipeline import register_run
+
+    settings = get_settings().with_data_dir(data_dir)
+    if run_id:
+        version = register_run(settings, run_id, alias)
+    elif version and alias:
+        configure(settings.tracking_uri, settings.artifact_root)
+        set_alias(settings.model_name, alias, version)
+    else:
+        raise typer.BadParameter("give --run-id (to register) or --version with --alias (to move an alias)")
+    console.print(f"{settings.model_name} version {version}" + (f" is now @{alias}" if alias else ""))
+
+
+@app.command()
+def transcribe(
+    files: Annotated[list[Path], typer.Argument(help="16 kHz mono WAV/FLAC files")],
+    model: Annotated[str, typer.Option(help="checkpoint path or models:/<name>@<alias>")] = "",
+    decoder: Annotated[str, typer.Option(help="greedy or beam")] = "greedy",
+    hotword: Annotated[list[str], typer.Option(help="bias beam search toward these words (repeatable)")] = [],  # noqa: B006
+    data_dir: DataOpt = None,
+) -> None:
+    """Transcribe files; prints one JSON line per file."""
+    from asr.audio import AudioError, load_audio
+    from asr.inference import Recognizer
+    from asr.registry import configure
+
+    settings = get_settings().with_data_dir(data_dir)
+    configure(settings.tracking_uri, settings.artifact_root)
+    options = {"hotwords": hotword} if decoder == "beam" else {}
+    recognizer = Recognizer.load(model or f"models:/{settings.model_name}@champion", decoder=decoder, **options)
+    failed = False
+    for f in files:
+        try:
+            hyp = recognizer.transcribe(load_audio(f))
+        except AudioError as e:
+            console.print(f"[red]{e}[/red]")
+            failed = True
+            continue
+        print(json.dumps({"file": str(f), "text": hyp.text, "confidence": round(hyp.confidence, 3),  # noqa: T201
+                          "model_version": recognizer.version}, ensure_ascii=False))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    data_dir: DataOpt = None,
+    minutes: Annotated[float, typer.Option(help="training-time budget in minutes")] = 15.0,
+    plan: Annotated[str, typer.Option(help="data plan for the studio")] = "demo",
+) -> None:
+    """Run the loop end to end on embedded defaults and print where everything landed."""
+    from .demo import run_demo
+
+    run_demo(get_settings().with_data_dir(data_dir), minutes=minutes, plan=plan, console=console)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,66 @@
+"""``voiceloop demo``: synthesize → train → evaluate per slice → register champion → transcribe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from asr.audio import load_audio
+from asr.inference import Recognizer
+from asr.plots import plot_learning_curve, plot_slices
+from collection.manifest import load_split
+from collection.studio import synthesize_plan
+
+from .pipeline import evaluate_splits, load_train_config, register_run, train_model
+from .settings import Settings
+
+TEST_SPLITS = ["test_seen", "test_unseen", "test_heldout"]
+
+
+def run_demo(settings: Settings, minutes: float, plan: str, console: Console) -> None:
+    data = settings.data_dir
+    studio, run_dir, eval_dir = data / "studio", data / "runs" / "baseline", data / "eval" / "baseline"
+
+    console.rule("[bold]1/5 synthesize speech from the data plan")
+    synthesize_plan(plan, studio)
+
+    console.rule(f"[bold]2/5 train a baseline Conformer-CTC ({minutes:g} training minutes)")
+    cfg = load_train_config("baseline", max_minutes=minutes)
+    trained = train_model(settings, studio, cfg, run_dir, resume=True, run_name="demo-baseline")
+    curve = plot_learning_curve({"baseline": trained.result.history}, eval_dir / "learning_curve.png")
+
+    console.rule("[bold]3/5 evaluate per slice")
+    reports = evaluate_splits(settings, str(trained.result.checkpoint), studio, TEST_SPLITS, eval_dir,
+                              run_id=trained.run_id)
+    for split, report in reports.items():
+        report.print(title=split, console=console)
+    heldout = reports["test_heldout"]
+    rows = [(f"{k}={v}", m.cer, *m.cer_ci) for k, vals in heldout.slices.items() for v, m in sorted(vals.items())]
+    slices_png = plot_slices(rows, eval_dir / "cer_by_slice.png", "CER by slice (test_heldout)")
+
+    console.rule("[bold]4/5 register as champion")
+    version = register_run(settings, trained.run_id, "champion")
+    uri = f"models:/{settings.model_name}@champion"
+    console.print(f"{settings.model_name} version {version} is now @champion")
+
+    console.rule(f"[bold]5/5 transcribe a few files with {uri}")
+    recognizer = Recognizer.load(uri)
+    table = Table("file", "said", "heard", "confidence")
+    for utt in load_split(studio / "test_unseen")[:5]:
+        hyp = recognizer.transcribe(load_audio(utt.audio_path))
+        table.add_row(utt.audio_path.name, utt.text, hyp.text, f"{hyp.confidence:.2f}")
+    console.print(table)
+
+    console.rule("[bold]where everything landed")
+    where = Table(show_header=False)
+    where.add_row("audio + manifests", str(studio))
+    where.add_row("checkpoint", str(trained.result.checkpoint))
+    where.add_row("evaluation JSON", ", ".join(str(eval_dir / f"{s}.json") for s in TEST_SPLITS))
+    where.add_row("plots", f"{curve}, {slices_png}")
+    where.add_row("MLflow run", trained.run_id)
+    where.add_row("MLflow UI", f"mlflow ui --backend-store-uri {settings.tracking_uri} "
+                  f"--default-artifact-root {Path(settings.artifact_root).resolve()}")
+    where.add_row("transcribe", f"voiceloop transcribe --model {uri} FILE.wav")
+    console.print(where)

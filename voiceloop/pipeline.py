@@ -1,0 +1,88 @@
+"""Pipeline steps that join the packages (data → train → evaluate → register), each one call.
+
+The CLI, the demo and (later) the Airflow DAGs call these; they hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from asr.evaluate import EvalReport, evaluate
+from asr.inference import Recognizer
+from asr.registry import MlflowTracker, configure, register
+from asr.train import TrainConfig, TrainResult, train
+from collection.manifest import load_split, manifest_hash
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "asr" / "configs"
+
+
+def load_train_config(path_or_name: str | Path, **overrides) -> TrainConfig:
+    """A training config YAML by path or by name in ``asr/configs`` (``baseline``); ``overrides`` win."""
+    path = Path(path_or_name)
+    if not path.is_file():
+        path = CONFIG_DIR / f"{path_or_name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no training config {path_or_name!r}; give a YAML path or one of {names}")
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data)
+
+
+@dataclass
+class TrainedModel:
+    run_id: str
+    result: TrainResult
+
+
+def train_model(settings: Settings, data_root: Path, cfg: TrainConfig, out_dir: Path, resume: bool = False,
+                run_name: str | None = None) -> TrainedModel:
+    """Train on ``data_root/train`` (dev curve on ``data_root/dev``) inside an MLflow run."""
+    exp = configure(settings.tracking_uri, settings.artifact_root)
+    tracker = MlflowTracker.start(exp, run_name=run_name or f"train-{cfg.backend}", tags={"stage": "train"})
+    try:
+        tracker.log_params({"dataset.manifest_hash": manifest_hash(data_root / "train"),
+                            "dataset.root": str(data_root.resolve())})
+        result = train(cfg, load_split(data_root / "train"), load_split(data_root / "dev"), out_dir,
+                       resume=resume, tracker=tracker)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+    return TrainedModel(tracker.run_id, result)
+
+
+def evaluate_splits(settings: Settings, model_uri: str, data_root: Path, splits: list[str], out_dir: Path,
+                    run_id: str | None = None, decoder: str = "greedy") -> dict[str, EvalReport]:
+    """Evaluate a model on each split; write ``<out_dir>/<split>.json``; log per-slice metrics to MLflow.
+
+    Metrics go to ``run_id`` (the training run) when given, else to a new evaluation run.
+    """
+    configure(settings.tracking_uri, settings.artifact_root)
+    recognizer = Recognizer.load(model_uri, decoder=decoder)
+    tracker = MlflowTracker(run_id) if run_id else MlflowTracker.start(
+        configure(settings.tracking_uri), run_name=f"eval-{recognizer.version}", tags={"stage": "eval"})
+    reports = {}
+    for split in splits:
+        report = evaluate(recognizer, load_split(data_root / split))
+        report.write_json(out_dir / f"{split}.json")
+        tracker.log_metrics({f"{split}.{k}": v for k, v in report.flat_metrics().items()})
+        tracker.log_params({f"eval.{split}.manifest_hash": manifest_hash(data_root / split)})
+        tracker.log_artifact(out_dir / f"{split}.json", "eval")
+        reports[split] = report
+    if not run_id:
+        tracker.finish()
+    return reports
+
+
+def register_run(settings: Settings, run_id: str, alias: str | None) -> str:
+    configure(settings.tracking_uri, settings.artifact_root)
+    return register(run_id, settings.model_name, alias)
