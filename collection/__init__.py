@@ -1,0 +1,1 @@
+"""Data collection: plans, sources (synthetic studio, uploads, importers), QC, labeling, manifests."""
