@@ -85,3 +85,21 @@ def check_waveform(wav: np.ndarray, *, name: str = "<waveform>") -> np.ndarray:
 def save_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write 16-bit PCM WAV."""
     sf.write(str(path), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16")
+
+
+def trim_silence(
+    wav: np.ndarray, sample_rate: int = SAMPLE_RATE, threshold_db: float = -35.0, margin_s: float = 0.1
+) -> np.ndarray:
+    """Cut leading/trailing stretches whose 20 ms RMS is ``threshold_db`` below the loudest frame, keeping
+    ``margin_s`` seconds on each side. Training uses it so compute goes to speech; noise louder than the
+    threshold is kept, so the model still learns to ignore it."""
+    frame = sample_rate // 50
+    n = len(wav) // frame
+    if n < 3:
+        return wav
+    rms = np.sqrt(np.mean(wav[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
+    margin = int(margin_s * sample_rate)
+    start = max(0, loud[0] * frame - margin)
+    end = min(len(wav), (loud[-1] + 1) * frame + margin)
+    return wav[start:end]

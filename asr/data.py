@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from rich.progress import track
 
-from .audio import load_audio
+from .audio import load_audio, trim_silence
 from .features import speed_perturb
 from .text import Tokenizer
 
@@ -37,14 +37,18 @@ def prepare_examples(
     normalize,
     speed_factors: Sequence[float] = (1.0,),
     description: str = "preparing audio",
+    trim: bool = False,
 ) -> list[Example]:
-    """Load, speed-perturb and prepare every utterance. Utterances whose targets are empty are skipped."""
+    """Load, optionally trim silence, speed-perturb and prepare every utterance.
+
+    Utterances whose targets are empty are skipped."""
     examples = []
     for utt in track(utterances, description=description, transient=True):
         targets = tokenizer.encode(normalize(utt.text))
         if not targets:
             continue
-        wav = torch.from_numpy(load_audio(utt.audio_path))
+        wav = load_audio(utt.audio_path)
+        wav = torch.from_numpy(trim_silence(wav) if trim else wav)
         variants = [model.prepare(speed_perturb(wav, f)) for f in speed_factors]
         examples.append(Example(variants, targets, utt))
     return examples

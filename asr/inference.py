@@ -14,17 +14,8 @@ import torch
 from .audio import check_waveform
 from .backends import LoadedModel, load_checkpoint
 from .data import pad_batch
-from .decoding import BeamSearchDecoder, Hypothesis, greedy_decode
+from .decoding import BeamSearchDecoder, GreedyDecoder, Hypothesis, greedy_decode
 from .text import get_language_pack
-
-
-class GreedyDecoder:
-    def __init__(self, tokenizer, **_) -> None:
-        self.tokenizer = tokenizer
-
-    def decode(self, log_probs: torch.Tensor) -> Hypothesis:
-        return greedy_decode(log_probs, self.tokenizer)
-
 
 DECODERS = {"greedy": GreedyDecoder, "beam": BeamSearchDecoder}
 

@@ -51,6 +51,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
     augment: bool = True
+    trim_silence: bool = True  # cut leading/trailing silence of training audio (asr.audio.trim_silence)
     eval_every_minutes: float = 2.0  # dev CER on the learning curve
     eval_every_steps: int = 0  # used instead of minutes when > 0 (tests)
     dev_limit: int = 200  # dev utterances decoded per evaluation
@@ -171,7 +172,8 @@ def train(
         log.info("resumed at step %d (%.1f training minutes)", step, train_seconds / 60)
 
     norm = pack.normalize
-    examples = prepare_examples(train_utts, model, tokenizer, norm, cfg.speed_factors, "preparing train audio")
+    examples = prepare_examples(train_utts, model, tokenizer, norm, cfg.speed_factors, "preparing train audio",
+                                cfg.trim_silence)
     dev = prepare_examples(list(dev_utts)[: cfg.dev_limit], model, tokenizer, norm, (1.0,), "preparing dev audio")
     model.to(device)
     model.train()
@@ -209,7 +211,10 @@ def train(
     task = bar.add_task("train", total=1.0, step=step, loss=float("nan"))
     bar.start()
     while not done:
-        for group in batches(examples, cfg.max_frames, random.Random(cfg.seed * 1000 + epoch), rank, world):
+        epoch_batches = list(batches(examples, cfg.max_frames, random.Random(cfg.seed * 1000 + epoch), rank, world))
+        if not epoch_batches:
+            raise ValueError(f"{len(examples)} training utterances do not make one batch per process (world={world})")
+        for group in epoch_batches:
             t0 = time.perf_counter()
             progress = get_progress(cfg, step, train_seconds)
             lr = get_lr(cfg, step, progress)

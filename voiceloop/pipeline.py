@@ -6,6 +6,7 @@ The CLI, the demo and (later) the Airflow DAGs call these; they hold no logic of
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +46,19 @@ class TrainedModel:
 
 def train_model(settings: Settings, data_root: Path, cfg: TrainConfig, out_dir: Path, resume: bool = False,
                 run_name: str | None = None) -> TrainedModel:
-    """Train on ``data_root/train`` (dev curve on ``data_root/dev``) inside an MLflow run."""
+    """Train on ``data_root/train`` (dev curve on ``data_root/dev``) inside an MLflow run.
+
+    Under torchrun only rank 0 talks to MLflow; the other ranks return an empty run id.
+    """
+    train_utts, dev_utts = load_split(data_root / "train"), load_split(data_root / "dev")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return TrainedModel("", train(cfg, train_utts, dev_utts, out_dir, resume=resume))
     exp = configure(settings.tracking_uri, settings.artifact_root)
     tracker = MlflowTracker.start(exp, run_name=run_name or f"train-{cfg.backend}", tags={"stage": "train"})
     try:
         tracker.log_params({"dataset.manifest_hash": manifest_hash(data_root / "train"),
                             "dataset.root": str(data_root.resolve())})
-        result = train(cfg, load_split(data_root / "train"), load_split(data_root / "dev"), out_dir,
-                       resume=resume, tracker=tracker)
+        result = train(cfg, train_utts, dev_utts, out_dir, resume=resume, tracker=tracker)
     except BaseException:
         tracker.finish("FAILED")
         raise

@@ -5,15 +5,8 @@ import torch
 
 from asr.backends import build_model, save_checkpoint
 from asr.inference import Recognizer
-from asr.registry import MlflowTracker, alias_version, configure, register, resolve_checkpoint, set_alias
+from asr.registry import MlflowTracker, alias_version, register, resolve_checkpoint, set_alias
 from asr.text import JamoTokenizer
-
-
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    exp = configure(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
-    return exp, root
 
 
 def trained_run(exp, tmp_path, seed: int) -> str:

@@ -1,0 +1,54 @@
+"""The ``voiceloop`` command end to end, as a user runs it: synth → train → eval → register → transcribe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+VOICELOOP = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "voiceloop")
+
+
+def run(args: list[str], data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VOICELOOP_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    exe = VOICELOOP if Path(VOICELOOP).exists() else "voiceloop"
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=600, env=env)
+    if check:
+        assert proc.returncode == 0, f"{args}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    data = tmp_path / "data"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"d_model": 32, "n_heads": 2, "ffn_dim": 64, "n_layers": 1, "conv_kernel": 3},
+        "max_minutes": 0, "max_steps": 2, "speed_factors": [1.0], "eval_every_steps": 2, "max_frames": 3000,
+    }))
+    run(["synth", "--plan", "tiny"], data)
+    assert (data / "studio" / "train" / "supervisions.jsonl").exists()
+
+    out = run(["train", "--config", str(config)], data).stdout
+    run_id = out.split("MLflow run:")[1].split()[0]
+    assert (data / "runs" / "tiny" / "model.pt").exists()
+
+    out = run(["eval", "--model", str(data / "runs" / "tiny" / "model.pt"), "--split", "test_seen",
+               "--split", "test_heldout", "--run-id", run_id], data).stdout
+    assert "dialect=gyeongsang" in out and "overall" in out
+    report = json.loads((data / "eval" / "test_heldout.json").read_text())
+    assert set(report["slices"]) >= {"dialect", "age_band", "gender", "environment"}
+
+    assert "is now @champion" in run(["register", "--run-id", run_id, "--alias", "champion"], data).stdout
+    wav = sorted((data / "studio" / "audio").glob("*.wav"))[0]
+    line = json.loads(run(["transcribe", str(wav)], data).stdout.strip().splitlines()[-1])
+    assert line["model_version"] == "voiceloop-asr/1" and 0.0 <= line["confidence"] <= 1.0
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00")
+    proc = run(["transcribe", str(bad)], data, check=False)
+    assert proc.returncode == 1 and "not a readable audio file" in proc.stdout + proc.stderr
