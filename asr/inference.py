@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,9 +38,12 @@ class Recognizer:
     @classmethod
     def load(cls, uri: str, decoder: str = "greedy", version: str | None = None, **decoder_options) -> Recognizer:
         """``uri``: a checkpoint path, ``runs:/<id>/checkpoint`` or ``models:/<name>@<alias>``."""
-        from .registry import resolve_checkpoint
+        if str(uri).startswith(("models:/", "runs:/")):
+            from .registry import resolve_checkpoint  # imports mlflow (~120 MB): only when needed
 
-        path, label = resolve_checkpoint(uri)
+            path, label = resolve_checkpoint(uri)
+        else:
+            path, label = Path(uri), Path(uri).name
         loaded = load_checkpoint(path)
         return cls(loaded, make_decoder(decoder, loaded.tokenizer, **decoder_options), version or label)
 

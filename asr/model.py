@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchaudio
 
 from .features import FeatureConfig, LogMel, SpecAugmentConfig, spec_augment
@@ -143,18 +144,21 @@ class ConformerCTC(torch.nn.Module):
         return x, LayerCache(attn=kv[-left:] if left else kv[:0], conv=conv_cache)
 
     def _conv_module(self, conv, x, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Causal version of torchaudio's _ConvolutionModule. x: (T, B, D) → (T, B, D), new state."""
+        """Causal version of torchaudio's _ConvolutionModule. x: (T, B, D) → (T, B, D), new state.
+
+        The pointwise (kernel-1) convolutions run as matrix products on (T, B, D): same weights and
+        result as the module's Conv1d, without its per-call overhead on short streaming chunks."""
         seq = conv.sequential
-        y = conv.layer_norm(x).permute(1, 2, 0)  # (B, D, T)
-        y = seq[1](seq[0](y))  # pointwise conv + GLU
+        y = F.linear(conv.layer_norm(x), seq[0].weight.squeeze(-1), seq[0].bias)
+        y = F.glu(y, dim=-1).permute(1, 2, 0)  # (B, D, T)
         k = self.cfg.conv_kernel - 1
         if state is None:
             state = y.new_zeros(y.shape[0], y.shape[1], k)
         y = torch.cat([state, y], dim=2)
         new_state = y[:, :, y.shape[2] - k :]
-        for module in seq[2:]:  # depthwise conv, norm, SiLU, pointwise conv, dropout
-            y = module(y)
-        return y.permute(2, 0, 1), new_state
+        y = seq[4](seq[3](seq[2](y)))  # depthwise conv (no padding: causal), norm, SiLU
+        y = F.linear(y.permute(2, 0, 1), seq[5].weight.squeeze(-1), seq[5].bias)
+        return seq[6](y), new_state  # dropout
 
     # -- streaming ------------------------------------------------------------------------------------------
     def stream(self) -> StreamingEncoder:
@@ -178,7 +182,7 @@ class StreamingEncoder:
         self._mel = torch.zeros(0, cfg.features.n_mels)
         self._caches: list[LayerCache | None] = [None] * cfg.n_layers
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def accept(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
         self._samples = torch.cat([self._samples, torch.as_tensor(samples, dtype=torch.float32)])
         frames = self.model.featurizer.num_frames(len(self._samples))
@@ -193,7 +197,7 @@ class StreamingEncoder:
             self._mel = self._mel[self._chunk_mel :]
         return torch.cat(out) if out else torch.zeros(0, self.model.cfg.vocab_size)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def finish(self) -> torch.Tensor:
         usable = (len(self._mel) // self.model.cfg.stack) * self.model.cfg.stack
         out = self._run(self._mel[:usable]) if usable else torch.zeros(0, self.model.cfg.vocab_size)

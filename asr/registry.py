@@ -88,7 +88,10 @@ def register(run_id: str, name: str, alias: str | None = None) -> str:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="voiceloop speech recognition (checkpoint artifacts)")
-    mv = client.create_model_version(name, source=f"runs:/{run_id}/checkpoint", run_id=run_id)
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    # Re-registering the same run reuses its version: re-running a pipeline adds no duplicates.
+    mv = existing[0] if existing else client.create_model_version(name, source=f"runs:/{run_id}/checkpoint",
+                                                                  run_id=run_id)
     if alias:
         set_alias(name, alias, mv.version)
     return str(mv.version)
@@ -109,17 +112,14 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
-def resolve_checkpoint(uri: str | Path, dst_dir: str | Path | None = None) -> tuple[Path, str]:
-    """A local checkpoint file for a path, ``runs:/<id>/checkpoint`` or ``models:/<name>@<alias>|/<version>``.
+def resolve_checkpoint(uri: str, dst_dir: str | Path | None = None) -> tuple[Path, str]:
+    """A local copy of the checkpoint at ``runs:/<id>/checkpoint`` or ``models:/<name>@<alias>`` (or ``/<version>``).
 
-    Returns (path, model version label) — the label is ``name/version`` for registry URIs, else the file name.
+    Returns (path, model version label) — ``name/version`` for registry URIs, else the URI itself.
     """
     uri = str(uri)
     if not uri.startswith(("models:/", "runs:/")):
-        path = Path(uri)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        return path, path.name
+        raise ValueError(f"{uri!r} is not a registry URI (models:/<name>@<alias> or runs:/<id>/checkpoint)")
     label = uri
     if uri.startswith("models:/"):
         name, _, ref = uri[len("models:/") :].partition("@")

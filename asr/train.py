@@ -50,7 +50,9 @@ class TrainConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 5.0
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
-    augment: bool = True
+    # SpecAugment slows the first minutes a lot (measured: dev CER 64 % vs 20 % after 4 minutes), so it
+    # starts once this fraction of the budget is spent; 1.0 = never. Speed perturbation is always on.
+    spec_augment_from: float = 0.5
     trim_silence: bool = True  # cut leading/trailing silence of training audio (asr.audio.trim_silence)
     eval_every_minutes: float = 2.0  # dev CER on the learning curve
     eval_every_steps: int = 0  # used instead of minutes when > 0 (tests)
@@ -107,10 +109,12 @@ def setup_device() -> tuple[torch.device, int, int]:
 
 
 def get_batch(group: Sequence[Example], model, rng: random.Random, augment: bool, generator: torch.Generator):
-    """Pick a speed variant per example, SpecAugment it, pad. Returns inputs, lengths, targets, target lengths."""
+    """Pick a random speed variant per example, SpecAugment it if ``augment``, pad.
+
+    Returns inputs, lengths, targets, target lengths."""
     inputs = []
     for ex in group:
-        x = ex.variants[rng.randrange(len(ex.variants))] if augment else ex.variants[len(ex.variants) // 2]
+        x = ex.variants[rng.randrange(len(ex.variants))]
         inputs.append(model.augment(x, generator) if augment else x)
     x, lengths = pad_batch(inputs)
     targets = torch.tensor([t for ex in group for t in ex.targets])
@@ -220,7 +224,8 @@ def train(
             lr = get_lr(cfg, step, progress)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            x, lengths, targets, target_lengths = get_batch(group, model, rng, cfg.augment, generator)
+            augment = progress >= cfg.spec_augment_from
+            x, lengths, targets, target_lengths = get_batch(group, model, rng, augment, generator)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 log_probs, out_lengths = ddp_model(x.to(device), lengths.to(device))
             loss = ctc(log_probs.float().transpose(0, 1), targets.to(device), out_lengths, target_lengths.to(device))

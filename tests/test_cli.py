@@ -36,6 +36,8 @@ def test_cli_end_to_end(tmp_path):
     out = run(["train", "--config", str(config)], data).stdout
     run_id = out.split("MLflow run:")[1].split()[0]
     assert (data / "runs" / "tiny" / "model.pt").exists()
+    again = run(["train", "--config", str(config), "--resume"], data).stdout  # re-runnable: finished → skipped
+    assert again.split("MLflow run:")[1].split()[0] == run_id
 
     out = run(["eval", "--model", str(data / "runs" / "tiny" / "model.pt"), "--split", "test_seen",
                "--split", "test_heldout", "--run-id", run_id], data).stdout
@@ -44,6 +46,7 @@ def test_cli_end_to_end(tmp_path):
     assert set(report["slices"]) >= {"dialect", "age_band", "gender", "environment"}
 
     assert "is now @champion" in run(["register", "--run-id", run_id, "--alias", "champion"], data).stdout
+    assert "version 1 is now @champion" in run(["register", "--run-id", run_id, "--alias", "champion"], data).stdout
     wav = sorted((data / "studio" / "audio").glob("*.wav"))[0]
     line = json.loads(run(["transcribe", str(wav)], data).stdout.strip().splitlines()[-1])
     assert line["model_version"] == "voiceloop-asr/1" and 0.0 <= line["confidence"] <= 1.0

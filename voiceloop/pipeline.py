@@ -5,6 +5,8 @@ The CLI, the demo and (later) the Airflow DAGs call these; they hold no logic of
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -53,17 +55,42 @@ def train_model(settings: Settings, data_root: Path, cfg: TrainConfig, out_dir: 
     train_utts, dev_utts = load_split(data_root / "train"), load_split(data_root / "dev")
     if int(os.environ.get("RANK", "0")) != 0:
         return TrainedModel("", train(cfg, train_utts, dev_utts, out_dir, resume=resume))
+    data_hash = manifest_hash(data_root / "train")
+    finished = _finished_run(out_dir, cfg, data_hash) if resume else None
+    if finished:
+        log.info("%s is already trained on this data with this config (MLflow run %s); skipping", out_dir,
+                 finished.run_id)
+        return finished
     exp = configure(settings.tracking_uri, settings.artifact_root)
     tracker = MlflowTracker.start(exp, run_name=run_name or f"train-{cfg.backend}", tags={"stage": "train"})
     try:
-        tracker.log_params({"dataset.manifest_hash": manifest_hash(data_root / "train"),
-                            "dataset.root": str(data_root.resolve())})
+        tracker.log_params({"dataset.manifest_hash": data_hash, "dataset.root": str(data_root.resolve())})
         result = train(cfg, train_utts, dev_utts, out_dir, resume=resume, tracker=tracker)
     except BaseException:
         tracker.finish("FAILED")
         raise
     tracker.finish()
+    (out_dir / FINISHED).write_text(json.dumps({
+        "run_id": tracker.run_id, "manifest_hash": data_hash, "config": dataclasses.asdict(cfg),
+        "steps": result.steps, "train_minutes": result.train_minutes}, default=list))
     return TrainedModel(tracker.run_id, result)
+
+
+FINISHED = "finished.json"  # written next to model.pt when a tracked training run completes
+
+
+def _finished_run(out_dir: Path, cfg: TrainConfig, data_hash: str) -> TrainedModel | None:
+    """The completed run in ``out_dir`` if it used the same config and training data, else None."""
+    try:
+        done = json.loads((out_dir / FINISHED).read_text())
+        history = json.loads((out_dir / "history.json").read_text())
+    except FileNotFoundError:
+        return None
+    same_config = done["config"] == json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+    if not (same_config and done["manifest_hash"] == data_hash and (out_dir / "model.pt").exists()):
+        return None
+    result = TrainResult(out_dir / "model.pt", done["steps"], done["train_minutes"], history)
+    return TrainedModel(done["run_id"], result)
 
 
 def evaluate_splits(settings: Settings, model_uri: str, data_root: Path, splits: list[str], out_dir: Path,

@@ -7,7 +7,7 @@ ctypes) in generated acoustic environments, written as lhotse-compatible manifes
 
 from collection.studio.environments import ENVIRONMENTS, Environment, Mix, mix_at_snr
 from collection.studio.espeak import EspeakEngine, VoiceSettings
-from collection.studio.grammar import Grammar, GrammarError, Sentence, load_grammar
+from collection.studio.grammar import Grammar, GrammarError, Sentence, command_lexicon, load_grammar
 from collection.studio.personas import AGE_BANDS, GENDERS, Persona, sample_persona
 from collection.studio.plan import Plan, UtteranceSpec, available_plans, load_plan, plan_utterances
 from collection.studio.synth import render_utterance, synthesize_plan
@@ -27,6 +27,7 @@ __all__ = [
     "UtteranceSpec",
     "VoiceSettings",
     "available_plans",
+    "command_lexicon",
     "load_grammar",
     "load_plan",
     "mix_at_snr",

@@ -370,3 +370,11 @@ def _load(path: Path) -> Grammar:
 def load_grammar(name_or_path: str | Path = "ko_commands") -> Grammar:
     """Load and expand a grammar by name (``collection/grammar/<name>.yaml``) or path. Cached."""
     return _load(resolve_grammar_path(name_or_path))
+
+
+def command_lexicon(name_or_path: str | Path = "ko_commands") -> list[str]:
+    """The grammar's device and room names: the words a decoder's beam is biased toward."""
+    spec = yaml.safe_load(resolve_grammar_path(name_or_path).read_text(encoding="utf-8"))
+    words = {form for forms in spec.get("rooms", {}).values() for form in forms}
+    words |= {form for device in spec.get("devices", {}).values() for form in device["forms"]}
+    return sorted(words)

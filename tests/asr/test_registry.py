@@ -27,6 +27,7 @@ def test_aliases_move_and_resolve(mlflow_store, tmp_path):
     v1 = register(first, "asr-test", alias="champion")
     v2 = register(second, "asr-test", alias="challenger")
     assert (v1, v2) == ("1", "2")
+    assert register(first, "asr-test") == "1"  # the same run again: no duplicate version
     assert alias_version("asr-test", "champion") == "1"
     assert alias_version("asr-test", "challenger") == "2"
 
@@ -51,6 +52,8 @@ def test_clear_errors(mlflow_store, tmp_path):
     empty = MlflowTracker.start(exp, run_name="no-checkpoint")
     with pytest.raises(ValueError, match="has no checkpoint/model.pt artifact"):
         register(empty.run_id, "asr-test")
+    with pytest.raises(ValueError, match="not a registry URI"):
+        resolve_checkpoint(str(tmp_path / "model.pt"))
     with pytest.raises(FileNotFoundError):
-        resolve_checkpoint(tmp_path / "missing.pt")
+        Recognizer.load(str(tmp_path / "missing.pt"))
     assert alias_version("asr-test", "challenger") in {"2", None}

@@ -29,7 +29,7 @@ def tiny_cfg(**overrides) -> TrainConfig:
 @pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_utterances(tiny_studio, tmp_path):
     utts = load_split(tiny_studio / "train")[:4]
-    cfg = tiny_cfg(max_steps=250, augment=False, eval_every_steps=50, final_lr_ratio=0.2)
+    cfg = tiny_cfg(max_steps=250, spec_augment_from=1.0, eval_every_steps=50, final_lr_ratio=0.2)
     result = train(cfg, utts, utts, tmp_path)
     assert result.steps == 250
     assert result.history[-1]["dev_cer"] < 0.1, result.history
