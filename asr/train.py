@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .backends import build_model, load_checkpoint, save_checkpoint
@@ -70,6 +71,22 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s) {sorted(unknown)}; valid: {sorted(valid)}")
         return cls(**d)
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def load_train_config(path_or_name: str | Path, **overrides) -> TrainConfig:
+    """A training config YAML by path or by name in ``asr/configs`` (``baseline``); ``overrides`` win."""
+    path = Path(path_or_name)
+    if not path.is_file():
+        path = CONFIG_DIR / f"{path_or_name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no training config {path_or_name!r}; give a YAML path or one of {names}")
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data)
 
 
 @dataclass

@@ -29,10 +29,9 @@ from asr.audio import load_audio
 from asr.evaluate import evaluate, score
 from asr.inference import Recognizer
 from asr.plots import plot_learning_curve, plot_slices
-from asr.train import train
+from asr.train import load_train_config, train
 from collection.manifest import load_split
 from collection.studio import command_lexicon, synthesize_plan
-from voiceloop.pipeline import load_train_config
 
 TARGETS = {"test_seen": {"cer": 0.05, "exact_match": 0.90}, "test_unseen": {"cer": 0.15}}
 console = Console()

@@ -41,6 +41,7 @@ from asr.backends import LoadedModel, build_model, save_checkpoint
 from asr.evaluate import corpus_cer
 from asr.inference import Recognizer, make_decoder
 from asr.text import JamoTokenizer, normalize_ko
+from asr.train import load_train_config
 
 TARGET_RTF = 0.02
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -128,6 +129,8 @@ def default_audio(target_s: float = 2.0) -> tuple[np.ndarray, str]:
 
 def load_recognizer(uri: str | None, ckpt_dir: Path) -> tuple[Recognizer, Path, str]:
     """(greedy recognizer, checkpoint path, description); without ``uri`` a random default model."""
+    if uri and Path(uri).is_file():
+        return Recognizer.load(uri), Path(uri), uri
     if uri:
         from asr.registry import resolve_checkpoint
 
@@ -135,11 +138,11 @@ def load_recognizer(uri: str | None, ckpt_dir: Path) -> tuple[Recognizer, Path, 
         return Recognizer.load(str(path), version=label), Path(path), f"{uri} ({label})"
     torch.manual_seed(0)  # the same random model every run
     tok = JamoTokenizer()
-    model = build_model("conformer_ctc", None, len(tok)).eval()
+    model = build_model("conformer_ctc", load_train_config("baseline").model, len(tok)).eval()
     path = ckpt_dir / "random.pt"
     save_checkpoint(path, model, tok, "ko")  # so its size and the memory probe match a real checkpoint
     loaded = LoadedModel(model, tok, "ko", {})
-    desc = "random init, default ConformerConfig, Korean jamo (speed does not depend on weights)"
+    desc = "random init, baseline config, Korean jamo (speed does not depend on weights)"
     return Recognizer(loaded, make_decoder("greedy", tok), "random"), path, desc
 
 

@@ -56,7 +56,9 @@ def train_cmd(
     data_dir: DataOpt = None,
 ) -> None:
     """Train an acoustic model (CPU, CUDA, or several GPUs under torchrun) and log it to MLflow."""
-    from .pipeline import load_train_config, train_model
+    from asr.train import load_train_config
+
+    from .pipeline import train_model
 
     settings = get_settings().with_data_dir(data_dir)
     cfg = load_train_config(config, max_minutes=minutes, max_steps=steps, backend=backend)

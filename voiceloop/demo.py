@@ -10,10 +10,11 @@ from rich.table import Table
 from asr.audio import load_audio
 from asr.inference import Recognizer
 from asr.plots import plot_learning_curve, plot_slices
+from asr.train import load_train_config
 from collection.manifest import load_split
 from collection.studio import synthesize_plan
 
-from .pipeline import evaluate_splits, load_train_config, register_run, train_model
+from .pipeline import evaluate_splits, register_run, train_model
 from .settings import Settings
 
 TEST_SPLITS = ["test_seen", "test_unseen", "test_heldout"]

@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from asr.evaluate import EvalReport, evaluate
 from asr.inference import Recognizer
 from asr.registry import MlflowTracker, configure, register
@@ -23,22 +21,6 @@ from collection.manifest import load_split, manifest_hash
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "asr" / "configs"
-
-
-def load_train_config(path_or_name: str | Path, **overrides) -> TrainConfig:
-    """A training config YAML by path or by name in ``asr/configs`` (``baseline``); ``overrides`` win."""
-    path = Path(path_or_name)
-    if not path.is_file():
-        path = CONFIG_DIR / f"{path_or_name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"no training config {path_or_name!r}; give a YAML path or one of {names}")
-    data = yaml.safe_load(path.read_text()) or {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(data)
-
 
 @dataclass
 class TrainedModel:
