@@ -55,12 +55,15 @@ class SpecAugmentConfig:
     freq_width: int = 15  # mel bins
     time_masks: int = 2
     time_width_ratio: float = 0.05  # of the utterance's frames
+    # Vocal-tract-length-style warp: stretch the mel axis by a factor in [1 - warp, 1 + warp], so formants of
+    # a new speaker's voice fall where the model has seen some before.
+    warp: float = 0.1
 
 
 def spec_augment(feats: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mask random frequency bands and time spans of one utterance. feats: (frames, n_mels); returns a copy."""
-    feats = feats.clone()
     frames, n_mels = feats.shape
+    feats = warp_frequency(feats, 1 + cfg.warp * (2 * float(torch.rand(1, generator=generator)) - 1))
     fill = feats.mean()
     for _ in range(cfg.freq_masks):
         width = int(torch.randint(0, cfg.freq_width + 1, (1,), generator=generator))
@@ -72,6 +75,16 @@ def spec_augment(feats: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.G
         start = int(torch.randint(0, max(1, frames - width), (1,), generator=generator))
         feats[start : start + width] = fill
     return feats
+
+
+def warp_frequency(feats: torch.Tensor, factor: float) -> torch.Tensor:
+    """Resample (frames, n_mels) along the mel axis: bin b takes the value at b / factor (linear interpolation)."""
+    n_mels = feats.shape[1]
+    pos = (torch.arange(n_mels, dtype=feats.dtype) / factor).clamp(0, n_mels - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=n_mels - 1)
+    frac = pos - lo
+    return feats[:, lo] * (1 - frac) + feats[:, hi] * frac
 
 
 def speed_perturb(wav: torch.Tensor, factor: float, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:

@@ -79,3 +79,15 @@ def test_nan_inside_a_float_wav_file():
     sf.write(buf, np.array([0.0, np.nan, 0.1] * 100, dtype=np.float32), 16000, format="WAV", subtype="FLOAT")
     with pytest.raises(AudioError, match="NaN"):
         load_audio(buf.getvalue())
+
+
+def test_trim_silence_keeps_speech_and_a_margin():
+    from asr.audio import trim_silence
+
+    rng = np.random.default_rng(0)
+    speech = rng.normal(0, 0.2, 8000).astype(np.float32)
+    wav = np.concatenate([np.zeros(16000, np.float32), speech, np.zeros(16000, np.float32)])
+    trimmed = trim_silence(wav, margin_s=0.1)
+    assert 8000 <= len(trimmed) <= 8000 + 2 * 1600 + 2 * 320
+    assert np.allclose(trimmed[np.abs(trimmed) > 0][:10], speech[:10])
+    assert len(trim_silence(speech)) == len(speech)  # nothing to trim

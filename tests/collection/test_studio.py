@@ -166,7 +166,7 @@ def test_demo_plan_splits(demo_specs):
     sizes = {k: len(v) for k, v in demo_specs.items()}
     assert sizes == {"train": 2400, "dev": 200, "test_seen": 300, "test_unseen": 300, "test_heldout": 400}
     speakers = {k: {s.persona.id for s in v} for k, v in demo_specs.items()}
-    assert len(speakers["train"]) == 40
+    assert len(speakers["train"]) == 120
     for a in SPLITS:
         for b in SPLITS:
             if a < b:
@@ -287,3 +287,11 @@ def test_manifest_hash_is_stable_and_line_order_free(tiny_runs, tmp_path: Path):
     assert manifest_hash(src) == manifest_hash(dst)
     spec = copy.deepcopy(tiny_spec())
     assert load_plan(spec) == load_plan("tiny")
+
+
+def test_command_lexicon_lists_device_and_room_names():
+    from collection.studio import command_lexicon
+
+    words = command_lexicon()
+    assert {"거실", "안방", "티비", "에어컨", "로봇청소기"} <= set(words)
+    assert words == sorted(set(words))
