@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .lm import NgramLM
 from .text import Tokenizer, get_language_pack, tokenizer_from_dict
 
 
@@ -66,9 +67,11 @@ class LoadedModel:
     tokenizer: Tokenizer
     language: str
     meta: dict[str, Any]  # training step, manifest hash, run id, ... whatever the trainer stored
+    lm: NgramLM | None = None  # token n-gram LM of the training transcripts, for beam search
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, tokenizer: Tokenizer, language: str, **meta) -> str:
+def save_checkpoint(path: str | Path, model: torch.nn.Module, tokenizer: Tokenizer, language: str,
+                    lm: NgramLM | None = None, **meta) -> str:
     """Write a self-describing checkpoint atomically; returns the sha256 of the file's bytes."""
     model = getattr(model, "module", model)  # unwrap DDP
     blob = {
@@ -77,6 +80,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, tokenizer: Tokeniz
         "state_dict": model.state_dict(),
         "tokenizer": tokenizer.to_dict(),
         "language": language,
+        "lm": lm.to_dict() if lm else None,
         "meta": meta,
     }
     buf = io.BytesIO()
@@ -105,4 +109,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model.load_state_dict(blob["state_dict"])
     model.eval()
     get_language_pack(blob["language"])  # fail early on a language this install does not know
-    return LoadedModel(model, tokenizer_from_dict(blob["tokenizer"]), blob["language"], blob.get("meta", {}))
+    lm = NgramLM.from_dict(blob["lm"]) if blob.get("lm") else None
+    return LoadedModel(model, tokenizer_from_dict(blob["tokenizer"]), blob["language"], blob.get("meta", {}), lm)

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .lm import EOS
+
 log = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
@@ -240,7 +242,9 @@ class BeamSearchDecoder:
     ``token_prune`` non-blank tokens of each frame are tried; ``token_threshold``: ...and only those
     within this many nats of the frame's best token; ``beam_threshold``: a prefix is not extended by
     a token when the result would rank more than this many nats below the best reachable rank.
-    ``beam_size=1`` without hotwords is exactly ``greedy_decode``: a single summed-probability prefix
+    ``lm``: an ``asr.lm.NgramLM`` over token ids fused with weight ``lm_weight``; each emitted token also
+    earns ``insertion_bonus`` (the LM alone would favour short outputs).
+    ``beam_size=1`` without hotwords or LM is exactly ``greedy_decode``: a single summed-probability prefix
     could otherwise stall on a prefix whose blank-plus-repeat mass beats the frame's best token, which
     is not what anyone means by "beam 1".
     """
@@ -254,6 +258,9 @@ class BeamSearchDecoder:
         token_prune: int = 12,
         token_threshold: float = 12.0,
         beam_threshold: float = 12.0,
+        lm=None,
+        lm_weight: float = 0.5,
+        insertion_bonus: float = 1.0,
         **_: object,
     ) -> None:
         if beam_size < 1:
@@ -277,11 +284,14 @@ class BeamSearchDecoder:
                 continue
             sequences.append(ids)
         self.graph = _HotwordGraph(sequences) if sequences and self.hotword_bonus else None
+        self.lm = lm if lm is not None and lm_weight else None
+        self.lm_weight = float(lm_weight)
+        self.insertion_bonus = float(insertion_bonus) if self.lm is not None else 0.0
 
     def decode(self, log_probs: torch.Tensor | np.ndarray) -> Hypothesis:
         """``log_probs``: (T, V) log-posteriors of one utterance → best hypothesis."""
         lp = _as_numpy(log_probs, self.tokenizer)
-        if self.beam_size == 1 and self.graph is None:
+        if self.beam_size == 1 and self.graph is None and self.lm is None:
             return _greedy_np(lp, self.tokenizer)
         blank = self.tokenizer.blank_id
         graph = self.graph
@@ -303,10 +313,12 @@ class BeamSearchDecoder:
         floor = frame_max - self.token_threshold
         rows = lp.tolist()
         lae = _logaddexp
-        head_room = bonus if graph is not None else 0.0  # the most one token can add to a rank
+        head_room = (bonus if graph is not None else 0.0) + max(0.0, self.insertion_bonus)  # most a token adds
+        lm, lm_weight, ins = self.lm, self.lm_weight, self.insertion_bonus
 
-        # beams: (prefix, [log P ending in blank, log P ending in non-blank, hotword node, locked tokens], rank)
-        beams: list[tuple[tuple[int, ...], list, float]] = [((), [0.0, NEG_INF, 0, 0], 0.0)]
+        # beams: (prefix, [log P ending in blank, log P ending in non-blank, hotword node, locked tokens,
+        #                  weighted LM score + insertion bonuses of the prefix], rank)
+        beams: list[tuple[tuple[int, ...], list, float]] = [((), [0.0, NEG_INF, 0, 0, 0.0], 0.0)]
         for t in range(T):
             row = rows[t]
             lp_blank = row[blank]
@@ -315,13 +327,13 @@ class BeamSearchDecoder:
             # an extension whose rank cannot come within beam_threshold of the best reachable rank
             cutoff = beams[0][2] + float(frame_max[t]) - self.beam_threshold - head_room
             nxt: dict[tuple[int, ...], list] = {}
-            for prefix, (pb, pnb, node, locked), rank in beams:
+            for prefix, (pb, pnb, node, locked, lm_score), rank in beams:
                 total = lae(pb, pnb)
                 # stay on the same prefix: a blank, or a repeat of the last token merged into it
                 stay_nb = pnb + row[prefix[-1]] if prefix else NEG_INF
                 entry = nxt.get(prefix)
                 if entry is None:
-                    nxt[prefix] = [total + lp_blank, stay_nb, node, locked]
+                    nxt[prefix] = [total + lp_blank, stay_nb, node, locked, lm_score]
                 else:
                     entry[0] = lae(entry[0], total + lp_blank)
                     entry[1] = lae(entry[1], stay_nb)
@@ -338,18 +350,21 @@ class BeamSearchDecoder:
                     entry = nxt.get(new)
                     if entry is not None:
                         entry[1] = lae(entry[1], score)
-                    elif graph is None:
-                        nxt[new] = [NEG_INF, score, 0, 0]
+                        continue
+                    new_lm = lm_score if lm is None else lm_score + lm_weight * lm.logp(lm.context(prefix), tok) + ins
+                    if graph is None:
+                        nxt[new] = [NEG_INF, score, 0, 0, new_lm]
                     else:
                         node2, gained, _ = graph.step(node, tok)
-                        nxt[new] = [NEG_INF, score, node2, locked + gained]
+                        nxt[new] = [NEG_INF, score, node2, locked + gained, new_lm]
             beams = self._prune(nxt, graph, bonus)
 
         def final(item: tuple[tuple[int, ...], list, float]) -> float:
-            pb, pnb, _, locked = item[1]
-            return lae(pb, pnb) + bonus * locked  # pending (unfinished) bonus refunded
+            pb, pnb, _, locked, lm_score = item[1]
+            end = 0.0 if lm is None else lm_weight * lm.logp(lm.context(item[0]), EOS)
+            return lae(pb, pnb) + bonus * locked + lm_score + end  # pending (unfinished) bonus refunded
 
-        prefix, (pb, pnb, _, _), _ = max(beams, key=final)
+        prefix, (pb, pnb, _, _, _), _ = max(beams, key=final)
         ids = list(prefix)
         confidence = _alignment_confidence(lp, ids, blank)
         return Hypothesis(self.tokenizer.decode(ids), ids, confidence, lae(pb, pnb))
@@ -360,10 +375,11 @@ class BeamSearchDecoder:
         """The ``beam_size`` best prefixes, best first, with their rank (acoustic + locked + pending)."""
         lae = _logaddexp
         if graph is None:
-            ranked = [(lae(e[0], e[1]), p, e) for p, e in beams.items()]
+            ranked = [(lae(e[0], e[1]) + e[4], p, e) for p, e in beams.items()]
         else:
             depth, lock = graph.depth, graph.lock
-            ranked = [(lae(e[0], e[1]) + bonus * (e[3] + depth[e[2]] - lock[e[2]]), p, e) for p, e in beams.items()]
+            ranked = [(lae(e[0], e[1]) + e[4] + bonus * (e[3] + depth[e[2]] - lock[e[2]]), p, e)
+                      for p, e in beams.items()]
         # prefixes are unique, so ties on rank are settled by the prefix tuple, never by the lists
         best = heapq.nlargest(self.beam_size, ranked)
         return [(p, e, r) for r, p, e in best]

@@ -45,6 +45,7 @@ class Recognizer:
         else:
             path, label = Path(uri), Path(uri).name
         loaded = load_checkpoint(path)
+        decoder_options.setdefault("lm", loaded.lm)
         return cls(loaded, make_decoder(decoder, loaded.tokenizer, **decoder_options), version or label)
 
     @property

@@ -29,6 +29,7 @@ from .backends import build_model, load_checkpoint, save_checkpoint
 from .data import Example, batches, pad_batch, prepare_examples
 from .decoding import greedy_decode
 from .evaluate import corpus_cer
+from .lm import NgramLM
 from .text import get_language_pack, make_tokenizer
 
 if TYPE_CHECKING:  # the manifest types only; asr does not need collection at run time
@@ -59,6 +60,7 @@ class TrainConfig:
     eval_every_steps: int = 0  # used instead of minutes when > 0 (tests)
     dev_limit: int = 200  # dev utterances decoded per evaluation
     checkpoint_every_minutes: float = 5.0
+    lm_order: int = 6  # token n-gram LM of the training transcripts stored with the model; 0 = none
     seed: int = 0
 
     @classmethod
@@ -196,6 +198,7 @@ def train(
     examples = prepare_examples(train_utts, model, tokenizer, norm, cfg.speed_factors, "preparing train audio",
                                 cfg.trim_silence)
     dev = prepare_examples(list(dev_utts)[: cfg.dev_limit], model, tokenizer, norm, (1.0,), "preparing dev audio")
+    lm = NgramLM.build([ex.targets for ex in examples], cfg.lm_order, len(tokenizer)) if cfg.lm_order else None
     model.to(device)
     model.train()
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -210,7 +213,7 @@ def train(
     def save(final: bool) -> Path:
         meta = {"step": step, "train_minutes": train_seconds / 60, "train_config": dataclasses.asdict(cfg)}
         path = out_dir / ("model.pt" if final else "last.pt")
-        save_checkpoint(path, model, tokenizer, cfg.language, **meta)
+        save_checkpoint(path, model, tokenizer, cfg.language, lm=lm, **meta)
         if not final:
             torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": train_seconds,
                         "epoch": epoch, "history": history, "rng": rng.getstate()}, state_path)

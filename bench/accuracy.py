@@ -9,7 +9,9 @@ Prints (and writes to bench/out/accuracy/):
   test_unseen (new speakers, sentences never seen), against the targets;
 - per-slice CER on test_heldout (dialect and older speakers, all held out of training);
 - streaming vs offline on the test sets (identical transcripts, CER difference, max |Δ log-prob|);
-- greedy vs hotword-biased beam search.
+- greedy vs beam search with the model's n-gram LM, with and without hotword biasing.
+
+    .venv/bin/python bench/accuracy.py --checkpoint bench/out/accuracy/run/model.pt   # evaluate only
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from asr.audio import load_audio
+from asr.backends import load_checkpoint
 from asr.evaluate import evaluate, score
 from asr.inference import Recognizer
 from asr.plots import plot_learning_curve, plot_slices
-from asr.train import load_train_config, train
+from asr.train import TrainResult, load_train_config, train
 from collection.manifest import load_split
 from collection.studio import command_lexicon, synthesize_plan
 
@@ -74,13 +77,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/studio"))
     parser.add_argument("--out", type=Path, default=Path("bench/out/accuracy"))
     parser.add_argument("--eval-every", type=float, default=3.0, help="minutes between learning-curve points")
+    parser.add_argument("--checkpoint", type=Path, help="skip training; evaluate this checkpoint")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
 
     synthesize_plan(args.plan, args.data)
     cfg = load_train_config(args.config, max_minutes=args.minutes, eval_every_minutes=args.eval_every)
     t0 = time.time()
-    result = train(cfg, load_split(args.data / "train"), load_split(args.data / "dev"), args.out / "run")
+    if args.checkpoint:
+        history = json.loads((args.checkpoint.parent / "history.json").read_text())
+        meta = load_checkpoint(args.checkpoint).meta
+        result = TrainResult(args.checkpoint, meta["step"], meta["train_minutes"], history)
+    else:
+        result = train(cfg, load_split(args.data / "train"), load_split(args.data / "dev"), args.out / "run")
     wall = time.time() - t0
 
     curve = Table("training minutes", "step", "train loss", "dev CER", title=f"learning curve ({args.config})")
@@ -90,13 +99,15 @@ def main() -> None:
     plot_learning_curve({args.config: result.history}, args.out / "learning_curve.png")
 
     greedy = Recognizer.load(str(result.checkpoint))
-    beam = Recognizer.load(str(result.checkpoint), decoder="beam", hotwords=command_lexicon())
+    beam_lm = Recognizer.load(str(result.checkpoint), decoder="beam")
+    beam_hot = Recognizer.load(str(result.checkpoint), decoder="beam", hotwords=command_lexicon())
+    decoders = (("greedy", greedy), ("beam+lm", beam_lm), ("beam+lm+hotwords", beam_hot))
     summary = Table("split", "decoder", "n", "CER", "WER", "exact match", "target", title="accuracy")
     results: dict = {"train_minutes": result.train_minutes, "steps": result.steps, "wall_seconds": wall,
                      "config": cfg.__dict__ | {"model": cfg.model}, "history": result.history, "splits": {}}
     for split in ("test_seen", "test_unseen", "test_heldout"):
         utts = load_split(args.data / split)
-        for name, rec in (("greedy", greedy), ("beam+hotwords", beam)):
+        for name, rec in decoders:
             report = evaluate(rec, utts)
             report.write_json(args.out / f"{split}.{name}.json")
             m = report.overall
@@ -104,17 +115,17 @@ def main() -> None:
             summary.add_row(split, name, str(m.n), f"{m.cer:.1%} ({m.cer_ci[0]:.1%}–{m.cer_ci[1]:.1%})",
                             f"{m.wer:.1%}", f"{m.exact_match:.1%}", verdict)
             results["splits"][f"{split}.{name}"] = report.to_dict() | {"utterances": None}
-            if split == "test_heldout" and name == "greedy":
-                report.print(title="test_heldout by slice (greedy)", console=console)
+            if split == "test_heldout" and name == "beam+lm":
+                report.print(title="test_heldout by slice (beam+lm)", console=console)
                 rows = [(f"{k}={v}", s.cer, *s.cer_ci) for k, vals in report.slices.items()
                         for v, s in sorted(vals.items())]
                 plot_slices(rows, args.out / "cer_by_slice.png", "CER by slice, test_heldout")
     console.print(summary)
 
     stream_rows = Table("split", "n", "identical transcripts", "CER offline", "CER streaming", "max |Δ log-prob|",
-                        title="streaming (100 ms pieces, 320 ms chunks) vs offline, greedy")
+                        title="streaming (100 ms pieces, 320 ms chunks) vs offline, beam+lm")
     for split in ("test_seen", "test_unseen"):
-        s = streaming_vs_offline(greedy, load_split(args.data / split))
+        s = streaming_vs_offline(beam_lm, load_split(args.data / split))
         results["splits"][f"{split}.streaming"] = s
         stream_rows.add_row(split, str(s["n"]), f"{s['identical_transcripts']}/{s['n']}", f"{s['cer_offline']:.2%}",
                             f"{s['cer_streaming']:.2%}", f"{s['max_abs_logprob_diff']:.1e}")
