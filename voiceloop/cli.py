@@ -74,7 +74,7 @@ def eval_cmd(
     split: Annotated[list[str], typer.Option(help="split(s) to evaluate")] = ["test_seen"],  # noqa: B006
     out: Annotated[Path | None, typer.Option(help="where <split>.json reports go (default: <data dir>/eval)")] = None,
     run_id: Annotated[str | None, typer.Option(help="log metrics into this MLflow run")] = None,
-    decoder: Annotated[str, typer.Option(help="greedy or beam")] = "greedy",
+    decoder: Annotated[str, typer.Option(help="beam (with the model's n-gram LM) or greedy")] = "beam",
     data_dir: DataOpt = None,
 ) -> None:
     """WER / CER / command exact-match per slice with 95% bootstrap intervals."""
@@ -115,7 +115,7 @@ def register_cmd(
 def transcribe(
     files: Annotated[list[Path], typer.Argument(help="16 kHz mono WAV/FLAC files")],
     model: Annotated[str, typer.Option(help="checkpoint path or models:/<name>@<alias>")] = "",
-    decoder: Annotated[str, typer.Option(help="greedy or beam")] = "greedy",
+    decoder: Annotated[str, typer.Option(help="beam (with the model's n-gram LM) or greedy")] = "beam",
     hotword: Annotated[list[str], typer.Option(help="bias beam search toward these words (repeatable)")] = [],  # noqa: B006
     data_dir: DataOpt = None,
 ) -> None:
@@ -126,7 +126,7 @@ def transcribe(
 
     settings = get_settings().with_data_dir(data_dir)
     configure(settings.tracking_uri, settings.artifact_root)
-    options = {"hotwords": hotword} if decoder == "beam" else {}
+    options = {"hotwords": hotword} if hotword else {}
     recognizer = Recognizer.load(model or f"models:/{settings.model_name}@champion", decoder=decoder, **options)
     failed = False
     for f in files:

@@ -47,7 +47,7 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     console.print(f"{settings.model_name} version {version} is now @champion")
 
     console.rule(f"[bold]5/5 transcribe a few files with {uri}")
-    recognizer = Recognizer.load(uri)
+    recognizer = Recognizer.load(uri, decoder="beam")
     table = Table("file", "said", "heard", "confidence")
     for utt in load_split(studio / "test_unseen")[:5]:
         hyp = recognizer.transcribe(load_audio(utt.audio_path))

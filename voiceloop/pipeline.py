@@ -76,7 +76,7 @@ def _finished_run(out_dir: Path, cfg: TrainConfig, data_hash: str) -> TrainedMod
 
 
 def evaluate_splits(settings: Settings, model_uri: str, data_root: Path, splits: list[str], out_dir: Path,
-                    run_id: str | None = None, decoder: str = "greedy") -> dict[str, EvalReport]:
+                    run_id: str | None = None, decoder: str = "beam") -> dict[str, EvalReport]:
     """Evaluate a model on each split; write ``<out_dir>/<split>.json``; log per-slice metrics to MLflow.
 
     Metrics go to ``run_id`` (the training run) when given, else to a new evaluation run.
