@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/voiceloop demo --data $(DATA)
+	$(BIN)/voiceloop demo --data-dir $(DATA)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

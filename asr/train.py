@@ -228,52 +228,54 @@ def train(
         if tracker:
             tracker.log_metrics({"train_loss": loss, "dev_cer": cer, "train_minutes": train_seconds / 60}, step=step)
 
-    last_eval, last_ckpt, done, loss_avg = train_seconds, train_seconds, False, float("nan")
+    last_eval, last_ckpt, loss_avg = train_seconds, train_seconds, float("nan")
+    done = get_progress(cfg, step, train_seconds) >= 1.0  # a resumed run may have finished already
     bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.percentage:>3.0f}% of budget"),
                    TimeElapsedColumn(), TextColumn("step {task.fields[step]} loss {task.fields[loss]:.3f}"),
                    disable=not is_main)
     task = bar.add_task("train", total=1.0, step=step, loss=float("nan"))
-    bar.start()
-    while not done:
-        epoch_batches = list(batches(examples, cfg.max_frames, random.Random(cfg.seed * 1000 + epoch), rank, world))
-        if not epoch_batches:
-            raise ValueError(f"{len(examples)} training utterances do not make one batch per process (world={world})")
-        for group in epoch_batches:
-            t0 = time.perf_counter()
-            progress = get_progress(cfg, step, train_seconds)
-            lr = get_lr(cfg, step, progress)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            augment = progress >= cfg.spec_augment_from
-            x, lengths, targets, target_lengths = get_batch(group, model, rng, augment, generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                log_probs, out_lengths = ddp_model(x.to(device), lengths.to(device))
-            loss = ctc(log_probs.float().transpose(0, 1), targets.to(device), out_lengths, target_lengths.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            loss_avg = loss.item() if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss.item()
-            train_seconds += time.perf_counter() - t0
-            if world > 1:  # every rank must agree on the clock so they stop together
-                t = torch.tensor([train_seconds], device=device)
-                dist.all_reduce(t, op=dist.ReduceOp.MAX)
-                train_seconds = float(t)
-            done = get_progress(cfg, step, train_seconds) >= 1.0
-            bar.update(task, completed=min(1.0, get_progress(cfg, step, train_seconds)), step=step, loss=loss_avg)
-            due = (step % cfg.eval_every_steps == 0) if cfg.eval_every_steps else (
-                train_seconds - last_eval >= cfg.eval_every_minutes * 60)
-            if is_main and (due or done):
-                record(loss_avg)
-                last_eval = train_seconds
-            if is_main and (done or train_seconds - last_ckpt >= cfg.checkpoint_every_minutes * 60):
-                save(final=False)
-                last_ckpt = train_seconds
-            if done:
-                break
-        epoch += 1
-    bar.stop()
+    with bar:  # the context stops the live display even when training fails
+        while not done:
+            epoch_rng = random.Random(cfg.seed * 1000 + epoch)
+            epoch_batches = list(batches(examples, cfg.max_frames, epoch_rng, rank, world))
+            if not epoch_batches:
+                raise ValueError(f"{len(examples)} training utterances make no batch for each of {world} processes")
+            for group in epoch_batches:
+                t0 = time.perf_counter()
+                progress = get_progress(cfg, step, train_seconds)
+                lr = get_lr(cfg, step, progress)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                augment = progress >= cfg.spec_augment_from
+                x, lengths, targets, target_lengths = (t.to(device) for t in get_batch(group, model, rng, augment,
+                                                                                       generator))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    log_probs, out_lengths = ddp_model(x, lengths)
+                loss = ctc(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                loss_avg = loss.item() if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss.item()
+                train_seconds += time.perf_counter() - t0
+                if world > 1:  # every rank must agree on the clock so they stop together
+                    t = torch.tensor([train_seconds], device=device)
+                    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                    train_seconds = float(t)
+                done = get_progress(cfg, step, train_seconds) >= 1.0
+                bar.update(task, completed=min(1.0, get_progress(cfg, step, train_seconds)), step=step, loss=loss_avg)
+                due = (step % cfg.eval_every_steps == 0) if cfg.eval_every_steps else (
+                    train_seconds - last_eval >= cfg.eval_every_minutes * 60)
+                if is_main and (due or done):
+                    record(loss_avg)
+                    last_eval = train_seconds
+                if is_main and (done or train_seconds - last_ckpt >= cfg.checkpoint_every_minutes * 60):
+                    save(final=False)
+                    last_ckpt = train_seconds
+                if done:
+                    break
+            epoch += 1
 
     result_path = out_dir / "model.pt"
     if is_main:

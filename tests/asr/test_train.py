@@ -46,6 +46,8 @@ def test_resume_continues_the_same_run(tiny_studio, tmp_path):
     assert second.steps == 8
     assert [p["step"] for p in second.history] == [2, 4, 6, 8]
     assert load_checkpoint(second.checkpoint).meta["step"] == 8
+    again = train(tiny_cfg(max_steps=8), utts, dev, tmp_path, resume=True)  # finished: nothing more to do
+    assert again.steps == 8 and len(again.history) == 4
 
 
 def test_training_run_is_tracked_in_mlflow(tiny_studio, tmp_path, mlflow_store):
