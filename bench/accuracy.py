@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from collection.manifest import load_split
 from collection.studio import command_lexicon, synthesize_plan
 
 TARGETS = {"test_seen": {"cer": 0.05, "exact_match": 0.90}, "test_unseen": {"cer": 0.15}}
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)  # whole tables in logs too
 
 
 def target_verdict(metric: str, target: float, m) -> str:

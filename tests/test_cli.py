@@ -54,4 +54,4 @@ def test_cli_end_to_end(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00")
     proc = run(["transcribe", str(bad)], data, check=False)
-    assert proc.returncode == 1 and "not a readable audio file" in proc.stdout + proc.stderr
+    assert proc.returncode == 1 and f"{bad}: not a readable audio file" in proc.stderr

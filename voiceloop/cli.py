@@ -133,7 +133,7 @@ def transcribe(
         try:
             hyp = recognizer.transcribe(load_audio(f))
         except AudioError as e:
-            console.print(f"[red]{e}[/red]")
+            typer.echo(str(e), err=True)  # plain stderr: one line per bad file, never wrapped
             failed = True
             continue
         print(json.dumps({"file": str(f), "text": hyp.text, "confidence": round(hyp.confidence, 3),  # noqa: T201
