@@ -1,12 +1,12 @@
 """Real-time factor and memory of inference on one CPU thread, optionally beside faster-whisper.
 
-    .venv/bin/python bench/speed.py                               # random-init default Conformer, synthetic 2 s command
+    .venv/bin/python bench/speed.py                               # random-init baseline Conformer, synthetic 2 s command
     .venv/bin/python bench/speed.py --model models:/voiceloop-asr@champion --audio cmd.wav --reps 50
     .venv/bin/python bench/speed.py --assemble-whisper-base data/whisper-base   # builds it, then compares
 
 RTF = compute seconds / audio seconds (wall clock, one thread; the CPU-time RTF is stored too, as it
 is less disturbed by other processes). Speed does not depend on the weights, so without ``--model``
-a randomly initialised model of the default ``ConformerConfig`` is timed — beam search on its flat
+a randomly initialised model of the baseline architecture is timed — beam search on its flat
 posteriors is a pessimistic case. Results: a table on stdout and ``bench/out/speed.json``.
 """
 
