@@ -51,6 +51,8 @@ def backend_classes(name: str):
 
 def build_model(name: str, overrides: dict[str, Any] | None, vocab_size: int) -> torch.nn.Module:
     """A fresh model of backend ``name``; ``overrides`` are config fields (nested dicts allowed)."""
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive (the tokenizer's vocabulary size), got {vocab_size}")
     model_cls, cfg_cls = backend_classes(name)
     base = dataclasses.asdict(cfg_cls())
     for key, value in (overrides or {}).items():

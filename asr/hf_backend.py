@@ -45,8 +45,6 @@ class Wav2Vec2Backend(torch.nn.Module):
 
     def __init__(self, cfg: Wav2Vec2Config) -> None:
         super().__init__()
-        if cfg.vocab_size <= 0:
-            raise ValueError("Wav2Vec2Config.vocab_size must be set (the tokenizer's vocabulary size)")
         self.cfg = cfg
         hf = HFConfig(
             vocab_size=cfg.vocab_size,

@@ -73,8 +73,6 @@ class ConformerCTC(torch.nn.Module):
 
     def __init__(self, cfg: ConformerConfig) -> None:
         super().__init__()
-        if cfg.vocab_size <= 0:
-            raise ValueError("ConformerConfig.vocab_size must be set (the tokenizer's vocabulary size)")
         self.cfg = cfg
         self.featurizer = LogMel(cfg.features)
         self.input_norm = torch.nn.LayerNorm(cfg.features.n_mels)

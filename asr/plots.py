@@ -21,12 +21,7 @@ def plot_learning_curve(curves: Mapping[str, Sequence[dict]], path: str | Path, 
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_slices(rows: Sequence[tuple[str, float, float, float]], path: str | Path, title: str = "CER by slice") -> Path:
@@ -40,6 +35,10 @@ def plot_slices(rows: Sequence[tuple[str, float, float, float]], path: str | Pat
     ax.set_xlabel("%")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

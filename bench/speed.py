@@ -1,6 +1,6 @@
 """Real-time factor and memory of inference on one CPU thread, optionally beside faster-whisper.
 
-    .venv/bin/python bench/speed.py                               # random-init baseline Conformer, synthetic 2 s command
+    .venv/bin/python bench/speed.py                        # random-init baseline Conformer, synthetic 2 s command
     .venv/bin/python bench/speed.py --model models:/voiceloop-asr@champion --audio cmd.wav --reps 50
     .venv/bin/python bench/speed.py --assemble-whisper-base data/whisper-base   # builds it, then compares
 

@@ -84,3 +84,8 @@ def test_bad_checkpoint_and_unknown_backend(tmp_path):
         build_model("rnnt", {}, 10)
     with pytest.raises(ValueError, match="unknown conformer_ctc config field 'layers'"):
         build_model("conformer_ctc", {"layers": 3}, 10)
+
+
+def test_a_model_needs_a_vocabulary():
+    with pytest.raises(ValueError, match="vocab_size must be positive"):
+        build_model("conformer_ctc", TINY, vocab_size=0)
