@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+AXIS_LABELS = {"dev_cer": "dev CER, greedy (%)"}
+
 
 def plot_learning_curve(curves: Mapping[str, Sequence[dict]], path: str | Path, key: str = "dev_cer") -> Path:
     """curves: label → history points {"minutes", key}. Writes a PNG of ``key`` against training minutes."""
@@ -17,7 +19,7 @@ def plot_learning_curve(curves: Mapping[str, Sequence[dict]], path: str | Path, 
     for label, points in curves.items():
         ax.plot([p["minutes"] for p in points], [100 * p[key] for p in points], marker="o", label=label)
     ax.set_xlabel("training minutes")
-    ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
+    ax.set_ylabel(AXIS_LABELS.get(key, f"{key} (%)"))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
