@@ -22,8 +22,6 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-SLICE_KEYS = ("dialect", "age_band", "gender", "environment", "source")
-
 
 def _chars(text: str) -> str:
     return " ".join(text.replace(" ", ""))
@@ -127,18 +125,17 @@ def score(
     slices: Sequence[dict[str, str]],
     ids: Sequence[str] | None = None,
     confidences: Sequence[float] | None = None,
-    slice_keys: Sequence[str] = SLICE_KEYS,
 ) -> EvalReport:
-    """Score normalised ``refs``/``hyps``; ``slices[i]`` maps slice key → value for utterance i."""
+    """Score normalised ``refs``/``hyps``; ``slices[i]`` maps slice key → value for utterance i
+    (the keys come from the data: ``collection.manifest.Utterance.slices``)."""
     if not refs:
         raise ValueError("nothing to evaluate: no utterances")
     counts = np.array([edit_counts(r, h) for r, h in zip(refs, hyps, strict=True)], dtype=float)
     exact = np.array([r.replace(" ", "") == h.replace(" ", "") for r, h in zip(refs, hyps, strict=True)], dtype=float)
     groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, s in enumerate(slices):
-        for key in slice_keys:
-            if key in s:
-                groups[key][s[key]].append(i)
+        for key, value in s.items():
+            groups[key][value].append(i)
     by_slice = {k: {v: metrics(counts[ix], exact[ix]) for v, ix in vals.items()} for k, vals in groups.items()}
     utts = []
     for i, (r, h) in enumerate(zip(refs, hyps, strict=True)):
