@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 VOICELOOP = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "voiceloop")
 
@@ -39,9 +40,14 @@ def test_cli_end_to_end(tmp_path):
     again = run(["train", "--config", str(config), "--resume"], data).stdout  # re-runnable: finished → skipped
     assert again.split("MLflow run:")[1].split()[0] == run_id
 
-    out = run(["eval", "--model", str(data / "runs" / "tiny" / "model.pt"), "--split", "test_seen",
-               "--split", "test_heldout", "--run-id", run_id], data).stdout
+    eval_args = ["eval", "--model", str(data / "runs" / "tiny" / "model.pt"), "--split", "test_seen",
+                 "--split", "test_heldout", "--run-id", run_id]
+    out = run(eval_args, data).stdout
     assert "dialect=gyeongsang" in out and "overall" in out
+    run(eval_args, data)  # the same evaluation again adds no duplicate metric points
+    client = MlflowClient(f"sqlite:///{(data / 'mlflow.db').resolve()}")
+    assert len(client.get_metric_history(run_id, "test_seen.cer")) == 1
+    assert client.get_run(run_id).data.params["dataset.manifest_hash"]
     report = json.loads((data / "eval" / "test_heldout.json").read_text())
     assert set(report["slices"]) >= {"dialect", "age_band", "gender", "environment"}
 

@@ -89,7 +89,10 @@ def evaluate_splits(settings: Settings, model_uri: str, data_root: Path, splits:
     for split in splits:
         report = evaluate(recognizer, load_split(data_root / split))
         report.write_json(out_dir / f"{split}.json")
-        tracker.log_metrics({f"{split}.{k}": v for k, v in report.flat_metrics().items()})
+        # A re-run of the same evaluation adds no duplicate points to the run's metric history.
+        logged = tracker.client.get_run(tracker.run_id).data.metrics
+        metrics = {f"{split}.{k}": v for k, v in report.flat_metrics().items()}
+        tracker.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != v})
         tracker.log_params({f"eval.{split}.manifest_hash": manifest_hash(data_root / split)})
         tracker.log_artifact(out_dir / f"{split}.json", "eval")
         reports[split] = report
