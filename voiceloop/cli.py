@@ -96,15 +96,15 @@ def register_cmd(
     data_dir: DataOpt = None,
 ) -> None:
     """Register a trained run as a model version and/or move an alias."""
-    from asr.registry import configure, set_alias
+    from asr.registry import set_alias
 
-    from .pipeline import register_run
+    from .pipeline import connect_mlflow, register_run
 
     settings = get_settings().with_data_dir(data_dir)
     if run_id:
         version = register_run(settings, run_id, alias)
     elif version and alias:
-        configure(settings.tracking_uri, settings.artifact_root)
+        connect_mlflow(settings)
         set_alias(settings.model_name, alias, version)
     else:
         raise typer.BadParameter("give --run-id (to register) or --version with --alias (to move an alias)")
@@ -122,10 +122,11 @@ def transcribe(
     """Transcribe files; prints one JSON line per file."""
     from asr.audio import AudioError, load_audio
     from asr.inference import Recognizer
-    from asr.registry import configure
+
+    from .pipeline import connect_mlflow
 
     settings = get_settings().with_data_dir(data_dir)
-    configure(settings.tracking_uri, settings.artifact_root)
+    connect_mlflow(settings)
     options = {"hotwords": hotword} if hotword else {}
     recognizer = Recognizer.load(model or f"models:/{settings.model_name}@champion", decoder=decoder, **options)
     failed = False

@@ -22,6 +22,11 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+def connect_mlflow(settings: Settings) -> str:
+    """Point MLflow at the configured tracking store; returns the voiceloop experiment id."""
+    return configure(settings.tracking_uri, settings.artifact_root)
+
+
 @dataclass
 class TrainedModel:
     run_id: str
@@ -43,8 +48,8 @@ def train_model(settings: Settings, data_root: Path, cfg: TrainConfig, out_dir: 
         log.info("%s is already trained on this data with this config (MLflow run %s); skipping", out_dir,
                  finished.run_id)
         return finished
-    exp = configure(settings.tracking_uri, settings.artifact_root)
-    tracker = MlflowTracker.start(exp, run_name=run_name or f"train-{cfg.backend}", tags={"stage": "train"})
+    tracker = MlflowTracker.start(connect_mlflow(settings), run_name=run_name or f"train-{cfg.backend}",
+                                  tags={"stage": "train"})
     try:
         tracker.log_params({"dataset.manifest_hash": data_hash, "dataset.root": str(data_root.resolve())})
         result = train(cfg, train_utts, dev_utts, out_dir, resume=resume, tracker=tracker)
@@ -81,10 +86,10 @@ def evaluate_splits(settings: Settings, model_uri: str, data_root: Path, splits:
 
     Metrics go to ``run_id`` (the training run) when given, else to a new evaluation run.
     """
-    configure(settings.tracking_uri, settings.artifact_root)
+    exp = connect_mlflow(settings)
     recognizer = Recognizer.load(model_uri, decoder=decoder)
     tracker = MlflowTracker(run_id) if run_id else MlflowTracker.start(
-        configure(settings.tracking_uri), run_name=f"eval-{recognizer.version}", tags={"stage": "eval"})
+        exp, run_name=f"eval-{recognizer.version}", tags={"stage": "eval"})
     reports = {}
     for split in splits:
         report = evaluate(recognizer, load_split(data_root / split))
@@ -102,5 +107,5 @@ def evaluate_splits(settings: Settings, model_uri: str, data_root: Path, splits:
 
 
 def register_run(settings: Settings, run_id: str, alias: str | None) -> str:
-    configure(settings.tracking_uri, settings.artifact_root)
+    connect_mlflow(settings)
     return register(run_id, settings.model_name, alias)
