@@ -26,3 +26,57 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """(experiment id, root dir); MLflow's global tracking URI points here for the whole session."""
     root = tmp_path_factory.mktemp("mlflow")
     return configure(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"), root
+
+
+# --- catalog -----------------------------------------------------------------------------
+# Every test that takes `catalog` gets a fresh, migrated database. SQLite by default; set
+# VOICELOOP_TEST_CATALOG_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres to run the
+# same tests on PostgreSQL (CI does both: `make test-pg`). Each test gets its own database there.
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "catalog" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.catalog)
+
+
+@pytest.fixture
+def catalog_url(tmp_path: Path):
+    import os
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    base = os.environ.get("VOICELOOP_TEST_CATALOG_URL")
+    if not base:
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    name = f"vl_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        from collection.db import dispose
+
+        dispose(url)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def catalog(catalog_url: str):
+    """A session factory on a fresh, migrated catalog."""
+    from collection.db import connect
+
+    return connect(catalog_url)
+
+
+@pytest.fixture
+def audio_store(tmp_path: Path):
+    from collection.store import AudioStore
+
+    return AudioStore(tmp_path / "audio-store")

@@ -155,5 +155,16 @@ def demo(
     run_demo(get_settings().with_data_dir(data_dir), minutes=minutes, plan=plan, console=console)
 
 
+def _add_groups() -> None:
+    from .commands import consent, dataset, db, importing, label, plan, qc
+
+    groups = {"plan": plan, "import": importing, "qc": qc, "label": label, "dataset": dataset,
+              "consent": consent, "db": db}
+    for name, module in groups.items():
+        app.add_typer(module.app, name=name)
+
+
+_add_groups()
+
 if __name__ == "__main__":
     app()

@@ -16,6 +16,15 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = None
     model_name: str = "voiceloop-asr"
     language: str = "ko"
+    # Catalog DB (SQLAlchemy URL) and audio store (fsspec URL); both default under data_dir.
+    catalog_url: str | None = None
+    audio_store_url: str | None = None
+    # "development" allows the built-in secret key; anything else refuses to start without one.
+    environment: str = "development"
+    secret_key: str | None = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    # Share of label tasks transcribed twice (agreement = CER between the two transcripts).
+    double_label_share: float = 0.2
 
     @property
     def tracking_uri(self) -> str:
@@ -24,6 +33,23 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.data_dir / "mlartifacts"
+
+    @property
+    def catalog(self) -> str:
+        return self.catalog_url or f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
+
+    @property
+    def audio_store(self) -> str:
+        return self.audio_store_url or str((self.data_dir / "audio-store").resolve())
+
+    @property
+    def session_secret(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        if self.environment != "development":
+            raise ValueError("VOICELOOP_SECRET_KEY must be set outside development "
+                             f"(VOICELOOP_ENVIRONMENT={self.environment!r})")
+        return "voiceloop-development-only-secret"
 
     def with_data_dir(self, data_dir: Path | None) -> Settings:
         return self if data_dir is None else self.model_copy(update={"data_dir": data_dir})

@@ -1,0 +1,284 @@
+"""The catalog: SQLAlchemy 2 models for who said what, under which consent, and who typed it.
+
+One schema for SQLite (embedded default) and PostgreSQL (production, CI); Alembic migrations
+in ``collection/migrations`` create it (:func:`collection.db.upgrade`). Ids are short strings
+(``spk-…``, ``rec-…``) so they read well in manifests, URLs and audit entries. Timestamps are
+timezone-aware UTC.
+
+Vocabularies (checked in code, stored as plain strings so adding one needs no migration):
+recording ``source``: synthetic / upload / import / production; label ``status``:
+prelabelled / submitted / reviewed / rejected; task ``status``: open / submitted / cancelled;
+user ``role``: labeler / reviewer / admin.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SOURCES = ("synthetic", "upload", "import", "production")
+LABEL_STATUSES = ("prelabelled", "submitted", "reviewed", "rejected")
+TASK_STATUSES = ("open", "submitted", "cancelled")
+ROLES = ("labeler", "reviewer", "admin")
+LABEL_FLAGS = ("noise", "unintelligible", "wrong_language")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """``<prefix>-<12 hex>``: random, so ids carry nothing about the person."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Consent(Base):
+    """What a speaker (or a device owner, for production audio) agreed to, under which text version."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("con"))
+    subject_type: Mapped[str] = mapped_column(String(16))  # speaker | device
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)
+    text_version: Mapped[str] = mapped_column(String(64))
+    scope_training: Mapped[bool] = mapped_column(Boolean, default=False)
+    scope_human_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    retention_days: Mapped[int] = mapped_column(Integer)
+    # Legal checklist items the person ticked (PIPA-style), exactly as shown on the form.
+    checklist: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Speaker(Base):
+    __tablename__ = "speakers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("spk"))
+    age_band: Mapped[str | None] = mapped_column(String(16))
+    gender: Mapped[str | None] = mapped_column(String(16))
+    dialect: Mapped[str | None] = mapped_column(String(32))
+    persona: Mapped[str] = mapped_column(String(16), default="real")  # synthetic | real
+    consent_id: Mapped[str | None] = mapped_column(ForeignKey("consents.id"))
+    # Where the speaker came from (importer's client id, studio persona id); unique per source.
+    source: Mapped[str | None] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    consent: Mapped[Consent | None] = relationship()
+
+    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_speaker_external"),)
+
+
+class Recording(Base):
+    """One stored audio file. ``sha256`` is the audio store key; ``duration`` seconds, ``sample_rate`` Hz."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rec"))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    uri: Mapped[str] = mapped_column(String(512))
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    duration: Mapped[float] = mapped_column(Float)
+    channels: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str] = mapped_column(String(16))
+    environment: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(64))
+    speaker_id: Mapped[str | None] = mapped_column(ForeignKey("speakers.id"), index=True)
+    language: Mapped[str] = mapped_column(String(16), default="ko")
+    # The text the speaker was asked to read or the corpus' own transcript: the simulated
+    # labeler's answer key, never training data until a person reviewed a label.
+    prompt_text: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    plan: Mapped[str | None] = mapped_column(String(64))
+    qc: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    speaker: Mapped[Speaker | None] = relationship()
+
+    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_recording_external"),)
+
+
+class Rejection(Base):
+    """A submission QC refused, with the reason; kept so nothing disappears silently."""
+
+    __tablename__ = "rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    speaker_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_rejection_external"),)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("usr"))
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The demo's and tests' simulated labelers answer from the known text; marked in the data.
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LabelTask(Base):
+    """One unit of labeling work: a recording for one labeler in one round (round 2 = double transcription)."""
+
+    __tablename__ = "label_tasks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tsk"))
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # higher first
+    reason: Mapped[str] = mapped_column(String(32), default="new")  # voc | low_confidence | new | recollect
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
+    feedback_id: Mapped[str | None] = mapped_column(ForeignKey("feedback.id"))
+    prelabel: Mapped[str | None] = mapped_column(Text)
+    prelabel_model: Mapped[str | None] = mapped_column(String(128))
+    prelabel_confidence: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    recording: Mapped[Recording] = relationship()
+
+    __table_args__ = (UniqueConstraint("recording_id", "round", name="uq_task_round"),)
+
+
+class Label(Base):
+    """A transcript of a recording. Exactly one per task; only ``reviewed`` labels become training data."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("lbl"))
+    task_id: Mapped[str] = mapped_column(ForeignKey("label_tasks.id"), unique=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    labeler_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str | None] = mapped_column(Text)
+    prelabel: Mapped[str | None] = mapped_column(Text)
+    flags: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="prelabelled")
+    # CER between the two rounds' transcripts (double transcription only).
+    agreement: Mapped[float | None] = mapped_column(Float)
+    reviewer_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    review_note: Mapped[str | None] = mapped_column(Text)
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    submitted_at: Mapped[datetime | None] = mapped_column(default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    recording: Mapped[Recording] = relationship()
+
+
+class DatasetVersion(Base):
+    """An immutable, hashed manifest of reviewed labels; splits never share a speaker."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # e.g. ds-<hash[:12]>
+    name: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    manifest_uri: Mapped[str] = mapped_column(String(512))
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # split -> slice -> value -> n
+    recipe: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set when a deletion request removed someone from this (otherwise frozen) version.
+    redactions: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetMember(Base):
+    """Which recordings a dataset version holds (so deletions can say where someone was)."""
+
+    __tablename__ = "dataset_members"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    speaker_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    split: Mapped[str] = mapped_column(String(32))
+
+
+class ProductionUtterance(Base):
+    """One request served to a device; its audio is kept (``recording_id``) only with the device's consent."""
+
+    __tablename__ = "production_utterances"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    hypothesis: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    recording_id: Mapped[str | None] = mapped_column(ForeignKey("recordings.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feedback(Base):
+    """A customer complaint (VOC) about a request."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("voc"))
+    request_id: Mapped[str | None] = mapped_column(ForeignKey("production_utterances.request_id"))
+    device_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    category: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalRun(Base):
+    """Model version × dataset version → metrics per slice with confidence intervals."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    split: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("model_version", "dataset_id", "split", name="uq_eval_run"),)
+
+
+class AuditEntry(Base):
+    """Who did what to personal data (consent, deletion, exports). Never holds the subject's id in clear."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    subject_digest: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

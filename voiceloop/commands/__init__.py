@@ -1,0 +1,1 @@
+"""``voiceloop`` sub-command groups, one module each; every command parses options and calls library code."""
