@@ -16,6 +16,7 @@ from asr.evaluate import EvalReport, evaluate
 from asr.inference import Recognizer
 from asr.registry import MlflowTracker, configure, register
 from asr.train import TrainConfig, TrainResult, train
+from collection.datasets import dataset_tags
 from collection.manifest import load_split, manifest_hash
 
 from .settings import Settings
@@ -49,7 +50,7 @@ def train_model(settings: Settings, data_root: Path, cfg: TrainConfig, out_dir: 
                  finished.run_id)
         return finished
     tracker = MlflowTracker.start(connect_mlflow(settings), run_name=run_name or f"train-{cfg.backend}",
-                                  tags={"stage": "train"})
+                                  tags={"stage": "train", **dataset_tags(data_root)})
     try:
         tracker.log_params({"dataset.manifest_hash": data_hash, "dataset.root": str(data_root.resolve())})
         result = train(cfg, train_utts, dev_utts, out_dir, resume=resume, tracker=tracker)
