@@ -113,6 +113,8 @@ class Recording(Base):
     external_id: Mapped[str | None] = mapped_column(String(256))
     plan: Mapped[str | None] = mapped_column(String(64))
     qc: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The source's own per-item fields (Common Voice votes/variant, audiofolder extra columns).
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     speaker: Mapped[Speaker | None] = relationship()

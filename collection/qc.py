@@ -97,6 +97,23 @@ def _decode_av(data: bytes) -> tuple[np.ndarray, int, int]:
     return np.concatenate(chunks).astype(np.float32), rate, channels
 
 
+def _wav_declared_frames(data: bytes) -> int | None:
+    """Samples per channel that a WAV header's data chunk declares, or None (not RIFF/WAVE, or a
+    streamed WAV whose size field is 0 / 0xFFFFFFFF). libsndfile silently trusts the file size
+    instead, so without this a truncated upload would pass as a shorter recording."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, block = 12, 0
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 22 <= len(data):
+            block = int.from_bytes(data[pos + 20:pos + 22], "little")  # bytes per frame (all channels)
+        if chunk == b"data":
+            return size // block if block and size not in (0, 0xFFFFFFFF) else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
 def decode(data: bytes, max_seconds: float = 600.0) -> Decoded:
     """Any supported container → 16 kHz mono. Raises AudioError naming what was wrong."""
     if not data:
@@ -110,6 +127,11 @@ def decode(data: bytes, max_seconds: float = 600.0) -> Decoded:
         if len(wav) > max_seconds * SAMPLE_RATE:
             raise AudioError(f"lasts {len(wav) / SAMPLE_RATE:.0f} s; the limit is {max_seconds:.0f} s")
         return Decoded(wav, rate, channels)
+    declared = _wav_declared_frames(data)
+    if declared is not None and declared > max_seconds * info.samplerate:  # refuse a 10-hour header cheaply
+        raise AudioError(f"header says it lasts {declared / info.samplerate:.0f} s; the limit is {max_seconds:.0f} s")
+    if declared is not None and info.frames < declared * 0.99:
+        raise AudioError(f"audio data is truncated: header says {declared} samples, file holds {info.frames}")
     if info.frames <= 0:
         raise AudioError("contains no samples")
     if info.frames > max_seconds * info.samplerate:  # refuse cheaply before decoding hours of audio

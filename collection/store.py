@@ -8,6 +8,7 @@ the same once ``s3fs`` is installed. Storing the same bytes twice writes them on
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,10 @@ class AudioStore:
         if self.fs.exists(path):
             return StoredAudio(digest, self.uri(digest, ext), created=False)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{path}.tmp-{digest[:8]}"
-        with self.fs.open(tmp, "wb") as f:  # write then rename: readers never see half a file
+        # A tmp name of its own per writer: two concurrent puts of the same bytes must not share
+        # (and move away) one tmp file. Write then rename: readers never see half a file.
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+        with self.fs.open(tmp, "wb") as f:
             f.write(data)
         self.fs.mv(tmp, path)
         return StoredAudio(digest, self.uri(digest, ext), created=True)

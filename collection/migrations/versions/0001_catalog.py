@@ -158,6 +158,7 @@ def upgrade() -> None:
         sa.Column("external_id", sa.String(length=256), nullable=True),
         sa.Column("plan", sa.String(length=64), nullable=True),
         sa.Column("qc", sa.JSON(), nullable=False),
+        sa.Column("meta", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["speaker_id"],
