@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from asr.audio import SAMPLE_RATE, AudioError
 
+from .deletion import was_erased
 from .ingest import ensure_speaker, ingest
 from .models import Consent, Recording, Rejection
 from .qc import QcConfig, decode
@@ -438,6 +439,7 @@ class ImportReport:
     exists: int = 0
     rejected: int = 0
     previously_rejected: int = 0
+    erased: int = 0  # items of people a deletion request erased: skipped, nothing recorded
     reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     speakers: int = 0
@@ -510,6 +512,7 @@ def import_corpus(
     commit_every: int | None = None,
     qc: QcConfig = QcConfig(),
     progress: bool = True,
+    erasure_secret: str | None = None,
 ) -> ImportReport:
     """Import up to ``limit`` items of the corpus at ``path`` (format ``fmt``, see :data:`IMPORTERS`).
 
@@ -518,7 +521,8 @@ def import_corpus(
     ``commit_every`` commits after that many items so an interrupted import keeps its work
     (leave None inside :func:`collection.db.session_scope`: the caller owns the transaction).
     Raises CorpusError for a malformed corpus (before storing anything) and ValueError for an
-    unknown format or a revoked corpus consent.
+    unknown format or a revoked corpus consent. With ``erasure_secret``, speakers and audio that a
+    deletion request erased are skipped (counted as ``erased``, nothing recorded about them).
     """
     importer = get_importer(fmt)
     path = Path(path)
@@ -560,6 +564,9 @@ def import_corpus(
         if refused is not None:
             session.delete(refused)
             session.flush()
+        if erasure_secret is not None and item.speaker and was_erased(
+                session, erasure_secret, source=f"import:{fmt}", external_id=f"{scope}{item.speaker}"[:128]):
+            return "erased", None
         speaker_id = speaker_of(item)
         problem = item.problem
         if problem is None and not (item.text or "").strip():
@@ -575,7 +582,7 @@ def import_corpus(
             session.flush()
             return "rejected", problem[0]
         result = ingest(session, store, data, source="import", speaker_id=speaker_id, external_id=external_id,
-                        text=item.text, language=language, qc=qc)
+                        text=item.text, language=language, qc=qc, erasure_secret=erasure_secret)
         if result.status == "accepted":
             nonlocal seconds
             seconds += float(result.metrics.get("duration", 0.0))
@@ -609,7 +616,8 @@ def import_corpus(
     report = ImportReport(fmt=fmt, corpus=corpus, path=str(path), consent_id=consent.id if consent else None,
                           seen=counts["seen"], accepted=counts["accepted"], exists=counts["exists"],
                           rejected=counts["rejected"], previously_rejected=counts["previously_rejected"],
-                          reasons=dict(reasons), seconds=round(seconds, 3), speakers=len(speakers))
+                          erased=counts["erased"], reasons=dict(reasons), seconds=round(seconds, 3),
+                          speakers=len(speakers))
     log.debug("imported %s:%s: %d accepted, %d already there, %d rejected %s", fmt, corpus, report.accepted,
              report.exists, report.rejected, report.reasons or "")
     return report

@@ -77,9 +77,14 @@ def ingest(
     language: str = "ko",
     plan: str | None = None,
     qc: QcConfig = QcConfig(),
+    erasure_secret: str | None = None,
 ) -> IngestResult:
     """QC + store + catalog one audio file. ``text`` is the prompt or the corpus transcript (kept
-    as ``prompt_text``, normalised). Never raises for bad audio: the result says why it was refused."""
+    as ``prompt_text``, normalised). Never raises for bad audio: the result says why it was refused.
+
+    With ``erasure_secret`` (the key deletion requests digest with), audio that a deletion request
+    erased is refused as ``erased`` — and, unlike other refusals, not recorded, since a rejection row
+    would bring the erased audio's hash back into the catalog."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; valid: {list(SOURCES)}")
     if external_id is not None:
@@ -105,6 +110,11 @@ def ingest(
     metrics = measures.to_dict()
     wav = canonical_wav(decoded)
     digest = sha256_bytes(wav)
+    if erasure_secret is not None:
+        from .deletion import was_erased
+
+        if was_erased(session, erasure_secret, sha256=digest):
+            return IngestResult("rejected", reason="erased", message="this audio was erased by a deletion request")
     existing = session.scalar(select(Recording.id).where(Recording.sha256 == digest))
     if existing is not None:
         return _reject(session, reason="duplicate", message=f"the same audio is already stored as {existing}",

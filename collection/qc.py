@@ -18,7 +18,7 @@ from asr.audio import SAMPLE_RATE, AudioError
 
 # Reason codes, in the order the rules run.
 REASONS = ("undecodable", "sample_rate", "too_short", "too_long", "clipping", "silence", "low_snr",
-           "bad_text", "duplicate")
+           "bad_text", "duplicate", "erased")
 FRAME = 400  # 25 ms at 16 kHz
 HOP = 160  # 10 ms
 

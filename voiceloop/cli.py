@@ -156,10 +156,10 @@ def demo(
 
 
 def _add_groups() -> None:
-    from .commands import consent, dataset, db, importing, label, plan, qc
+    from .commands import consent, dataset, db, importing, label, plan, qc, web
 
     groups = {"plan": plan, "import": importing, "qc": qc, "label": label, "dataset": dataset,
-              "consent": consent, "db": db}
+              "consent": consent, "db": db, "web": web}
     for name, module in groups.items():
         app.add_typer(module.app, name=name)
 

@@ -355,3 +355,30 @@ def test_revoked_corpus_consent_blocks_a_new_import(tmp_path, utts, catalog, aud
         s.commit()
     with pytest.raises(ValueError, match="consent for corpus 'withdrawn' .* was revoked"):
         run(catalog, audio_store, "audiofolder", root)
+
+
+def test_erased_people_do_not_come_back_with_a_reimport(tmp_path, utts, catalog, audio_store):
+    """A deletion request erases spkB; importing the same corpus again skips spkB's items, and their
+    audio offered through another source is refused as erased — with nothing recorded about them."""
+    from collection.deletion import delete_speaker
+    from collection.ingest import ingest
+
+    secret = "test-erasure-key"
+    data = write_kaldi(tmp_path / "s5", utts)
+    run(catalog, audio_store, "kaldi", data, corpus="zeroth-train", erasure_secret=secret)
+    with catalog() as s:
+        spk = s.scalars(select(Speaker).where(Speaker.external_id == "zeroth-train/spkB")).one()
+        erased_audio = audio_store.get(s.scalars(select(Recording).where(Recording.speaker_id == spk.id)).first().uri)
+        delete_speaker(s, audio_store, spk.id, actor="test", reason="request", secret=secret, check_models=False)
+        s.commit()
+        before = counts(s)
+    again = run(catalog, audio_store, "kaldi", data, corpus="zeroth-train", erasure_secret=secret)
+    assert again.erased == 2 and again.exists == 2 and again.accepted == 0
+    with catalog() as s:
+        assert counts(s) == before
+        assert s.scalar(select(Speaker).where(Speaker.external_id == "zeroth-train/spkB")) is None
+        result = ingest(s, audio_store, erased_audio, source="upload", external_id="re-upload",
+                        erasure_secret=secret)
+        assert (result.status, result.reason) == ("rejected", "erased")
+        s.commit()
+        assert counts(s) == before

@@ -1,0 +1,1 @@
+"""Serving: the FastAPI app (recording page, labeling workbench; the device API joins it later)."""

@@ -1,0 +1,46 @@
+"""Request body limit, enforced while the body is read.
+
+``Content-Length`` is checked first (a declared oversize body is refused before a byte is read),
+but a client may omit it (chunked transfer) or lie, so the bytes are also counted as they arrive:
+past ``max_bytes`` the read fails with 413 and the handler never sees a complete (or any) form.
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"the request is larger than the limit of {max_bytes} bytes "
+                              f"({max_bytes / 2**20:.1f} MiB); record a shorter take")
+
+
+class BodyLimit:
+    """ASGI middleware: at most ``max_bytes`` of request body per request."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            if too_big:  # raised inside the body read, so the app's error handlers answer it
+                raise BodyTooLarge(self.max_bytes)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,1 @@
+"""One router per area: auth, record (public recording page), labeling, review, admin."""

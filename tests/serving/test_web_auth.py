@@ -1,0 +1,201 @@
+"""Logging in, tokens, and who may reach which route (the role-by-route matrix)."""
+
+from __future__ import annotations
+
+import pytest
+from _web_helpers import HTML, PASSWORD, login, make_app, seed_queue, session_of
+from fastapi.testclient import TestClient
+from starlette.routing import Mount
+
+from collection.models import User
+from collection.users import authenticate, create_user, issue_token, verify_password, verify_token
+from serving.api.deps import SESSION_COOKIE
+
+SECRET = "voiceloop-development-only-secret"  # Settings.session_secret in development
+ROLES = ("anonymous", "labeler", "reviewer", "admin")
+
+
+def same(code: int) -> dict[str, int]:
+    return dict.fromkeys(ROLES, code)
+
+
+def by_role(anonymous: int, labeler: int, reviewer: int, admin: int) -> dict[str, int]:
+    return dict(zip(ROLES, (anonymous, labeler, reviewer, admin), strict=True))
+
+
+# (method, path) -> expected status per role. Pages are requested as a browser does (Accept: text/html):
+# anonymous → 303 to /login; API endpoints and audio answer 401. A new route fails
+# test_every_route_is_in_the_matrix until it is added here.
+MATRIX: dict[tuple[str, str], dict[str, int]] = {
+    ("GET", "/openapi.json"): same(200),
+    ("GET", "/docs"): same(200),
+    ("GET", "/docs/oauth2-redirect"): same(200),
+    ("GET", "/redoc"): same(200),
+    ("GET", "/static/{path}"): same(200),
+    ("GET", "/"): same(200),
+    ("GET", "/login"): same(200),
+    ("POST", "/login"): same(401),  # wrong password, whoever asks
+    ("POST", "/logout"): same(303),
+    ("POST", "/api/token"): same(200),  # right password
+    ("GET", "/api/me"): by_role(401, 200, 200, 200),
+    ("GET", "/record"): same(200),  # public: volunteers have no account
+    ("POST", "/record/consent"): same(422),  # an empty form
+    ("POST", "/record/prompt"): same(401),  # no contributor token (a staff login is not one)
+    ("POST", "/record/upload"): same(401),
+    ("GET", "/label"): by_role(303, 200, 403, 403),
+    ("GET", "/api/label/next"): by_role(401, 200, 403, 403),
+    ("POST", "/label/{task_id}"): by_role(303, 303, 403, 403),  # the labeler's 303 is "saved, next task"
+    ("GET", "/guidelines"): by_role(303, 200, 200, 200),
+    ("GET", "/audio/{recording_id}"): by_role(401, 200, 200, 200),  # the labeler holds its task
+    ("GET", "/review"): by_role(303, 403, 200, 200),
+    ("POST", "/review/{label_id}"): by_role(303, 403, 422, 422),  # allowed in, then a bad action
+    ("GET", "/admin"): by_role(303, 403, 403, 200),
+    ("POST", "/admin/users"): by_role(303, 403, 403, 303),
+    ("POST", "/admin/tasks/assign"): by_role(303, 403, 403, 303),
+}
+API = {"/openapi.json", "/api/token", "/api/me", "/api/label/next", "/audio/{recording_id}", "/record/consent",
+       "/record/prompt", "/record/upload", "/static/{path}"}
+BODIES: dict[tuple[str, str], dict[str, object]] = {
+    ("POST", "/login"): {"username": "lab", "password": "wrong-password"},
+    ("POST", "/api/token"): {"username": "lab", "password": PASSWORD},
+    ("POST", "/label/{task_id}"): {"text": "거실 불 켜줘", "flags": ["noise"]},
+    ("POST", "/review/{label_id}"): {"action": "maybe"},
+    ("POST", "/admin/users"): {"username": "newbie", "role": "labeler", "password": PASSWORD},
+    ("POST", "/admin/tasks/assign"): {},
+}
+
+
+def registered_routes(app) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.routes:
+        if isinstance(route, Mount):
+            out.add(("GET", f"{route.path}/{{path}}"))
+        else:
+            out |= {(m, route.path) for m in route.methods - {"HEAD"}}
+    return out
+
+
+def test_every_route_is_in_the_matrix(tmp_path, catalog_url):
+    app = make_app(tmp_path, catalog_url)
+    assert registered_routes(app) == set(MATRIX)
+
+
+def test_role_by_route_matrix(tmp_path, catalog_url, tiny_studio):
+    app = make_app(tmp_path, catalog_url)
+    seeded = seed_queue(app, tiny_studio)
+    with session_of(app) as session:
+        ids = {role: session.query(User).filter_by(username=name).one().id
+               for role, name in (("labeler", seeded.labeler), ("reviewer", seeded.reviewer),
+                                  ("admin", seeded.admin))}
+    params = {"task_id": seeded.task_id, "recording_id": seeded.recording_id, "label_id": "lbl-none",
+              "path": "style.css"}
+    failures = []
+    for (method, path), expected in MATRIX.items():
+        for role in ROLES:
+            client = TestClient(app)
+            if role != "anonymous":
+                client.cookies.set(SESSION_COOKIE, issue_token(ids[role], SECRET))
+            headers = {} if path in API else HTML
+            r = client.request(method, path.format(**params), headers=headers, data=BODIES.get((method, path)),
+                               follow_redirects=False)
+            got = r.status_code
+            if got != expected[role]:
+                failures.append(f"{method} {path} as {role}: expected {expected[role]}, got {got} {r.text[:120]}")
+            elif got == 303 and path != "/logout":
+                to_login = r.headers["location"].startswith("/login")
+                if to_login != (role == "anonymous"):
+                    failures.append(f"{method} {path} as {role}: redirected to {r.headers['location']}")
+    assert not failures, "\n".join(failures)
+
+
+def test_passwords_and_users(catalog):
+    with catalog() as session:
+        user = create_user(session, "Alice", "labeler", PASSWORD)
+        assert user.username == "alice" and user.password_hash.startswith("scrypt$")
+        assert PASSWORD not in user.password_hash and verify_password(PASSWORD, user.password_hash)
+        assert create_user(session, "alice", "labeler", "another-password").id == user.id  # idempotent
+        with pytest.raises(ValueError, match="already exists with role 'labeler'"):
+            create_user(session, "alice", "admin", PASSWORD)
+        with pytest.raises(ValueError, match="unknown role 'boss'"):
+            create_user(session, "bob", "boss", PASSWORD)
+        with pytest.raises(ValueError, match="at least 8"):
+            create_user(session, "bob", "admin", "short")
+        assert authenticate(session, "ALICE", PASSWORD).id == user.id
+        assert authenticate(session, "alice", "wrong-password") is None
+        assert authenticate(session, "nobody", PASSWORD) is None
+        user.active = False
+        assert authenticate(session, "alice", PASSWORD) is None
+
+
+def test_tokens_reject_forgery_expiry_and_other_audiences():
+    token = issue_token("usr-1", SECRET)
+    assert verify_token(token, SECRET) == "usr-1"
+    payload, signature = token.split(".")
+    forged = issue_token("usr-admin", "attacker-secret").split(".")[0] + "." + signature
+    assert verify_token(forged, SECRET) is None
+    assert verify_token(token, "another-secret") is None
+    assert verify_token(issue_token("usr-1", SECRET, max_age_s=-1), SECRET) is None
+    assert verify_token(issue_token("spk-1", SECRET, audience="contributor"), SECRET) is None
+    for garbage in ("", "abc", "a.b.c", "!!!.???", f"{payload}.", f".{signature}", None):
+        assert verify_token(garbage, SECRET) is None
+
+
+def test_login_logout_and_bearer_tokens(tmp_path, catalog_url):
+    app = make_app(tmp_path, catalog_url)
+    with session_of(app) as session:
+        create_user(session, "lab", "labeler", PASSWORD)
+        user_id = create_user(session, "rev", "reviewer", PASSWORD).id
+        session.commit()
+    client = TestClient(app)
+    r = client.post("/login", data={"username": "lab", "password": PASSWORD, "next": "//evil.example/x"},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/label"  # never an open redirect
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    assert client.get("/api/me").json()["username"] == "lab"
+    client.post("/logout")
+    assert client.get("/api/me").status_code == 401
+
+    wrong = client.post("/login", data={"username": "lab", "password": "nope-nope"}, headers=HTML)
+    assert wrong.status_code == 401 and "Wrong username or password" in wrong.text
+
+    token = client.post("/api/token", data={"username": "rev", "password": PASSWORD}).json()["access_token"]
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).json()["role"] == "reviewer"
+    assert client.post("/api/token", data={"username": "rev", "password": "nope-nope"}).status_code == 401
+    bad_tokens = {"forged": token[:-2] + ("AA" if not token.endswith("AA") else "BB"),
+                  "expired": issue_token(user_id, SECRET, max_age_s=-1),
+                  "garbage": "not-a-token", "contributor": issue_token(user_id, SECRET, audience="contributor")}
+    for name, bad in bad_tokens.items():
+        r = client.get("/api/me", headers={"Authorization": f"Bearer {bad}"})
+        assert r.status_code == 401, name
+        assert r.headers["www-authenticate"] == "Bearer"
+        # The same token in a browser's cookie sends the browser to the login page.
+        page = TestClient(app, cookies={SESSION_COOKIE: bad}).get("/review", headers=HTML, follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/review", name
+
+
+def test_deactivated_user_is_logged_out_at_once(tmp_path, catalog_url):
+    app = make_app(tmp_path, catalog_url)
+    with session_of(app) as session:
+        user = create_user(session, "lab", "labeler", PASSWORD)
+        session.commit()
+    client = login(TestClient(app), "lab")
+    assert client.get("/api/me").status_code == 200
+    with session_of(app) as session:
+        session.get(User, user.id).active = False
+        session.commit()
+    assert client.get("/api/me").status_code == 401
+
+
+def test_audio_only_for_the_assigned_labeler(tmp_path, catalog_url, tiny_studio):
+    app = make_app(tmp_path, catalog_url)
+    seeded = seed_queue(app, tiny_studio)
+    url = f"/audio/{seeded.recording_id}"
+    mine = login(TestClient(app), seeded.labeler).get(url)
+    assert mine.status_code == 200 and mine.headers["content-type"] == "audio/wav" and mine.content[:4] == b"RIFF"
+    other = login(TestClient(app), seeded.other_labeler).get(url)
+    assert other.status_code == 403 and "not in a task assigned" in other.json()["detail"]
+    assert login(TestClient(app), seeded.reviewer).get("/audio/rec-nope").status_code == 404
+    # Seeking (Ctrl+R replays from the start) needs byte ranges.
+    part = login(TestClient(app), seeded.reviewer).get(url, headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and len(part.content) == 100
