@@ -1,7 +1,212 @@
-"""`voiceloop label …`: Labeling workbench: tasks, pre-labels, review, labeler reports, users."""
+"""`voiceloop label …`: Labeling workbench: tasks, pre-labels, review, labeler reports, users.
+
+Each command parses its options and calls :mod:`collection.labeling` (docs/labeling.md).
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(help="Labeling workbench: tasks, pre-labels, review, labeler reports, users.", no_args_is_help=True)
+tasks_app = typer.Typer(help="The label task queue.", no_args_is_help=True)
+users_app = typer.Typer(help="Labelers, reviewers and admins.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(users_app, name="users")
+console = Console()
+
+DataOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="data directory (default: $VOICELOOP_DATA_DIR or ./data)")
+]
+
+
+def _settings(data_dir: Path | None):
+    from ..settings import get_settings
+
+    return get_settings().with_data_dir(data_dir)
+
+
+def _users(session, names: list[str]):
+    from sqlalchemy import select
+
+    from collection.models import User
+
+    found = {u.username: u for u in session.scalars(select(User).where(User.username.in_(names)))}
+    if missing := [n for n in names if n not in found]:
+        known = sorted(session.scalars(select(User.username)))
+        raise typer.BadParameter(f"unknown user(s) {missing}; known: {known or 'none'} "
+                                 "(add one with `voiceloop label users add NAME --role labeler`)")
+    return [found[n] for n in names]
+
+
+def _fail(e: Exception) -> typer.Exit:
+    typer.echo(str(e), err=True)
+    return typer.Exit(1)
+
+
+@tasks_app.command("create")
+def tasks_create(
+    reason: Annotated[str, typer.Option(help="voc, low_confidence, recollect or new")] = "new",
+    double_share: Annotated[float | None, typer.Option(
+        help="share transcribed twice, 0..1 (default: settings' double_label_share)")] = None,
+    priority: Annotated[int | None, typer.Option(help="override the reason's default priority")] = None,
+    recording: Annotated[list[str], typer.Option(help="only these recording ids (repeatable; default all)")] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="seed of the double-transcription choice")] = 0,
+    data_dir: DataOpt = None,
+) -> None:
+    """Queue every recording people may listen to and that has no task yet (re-running adds nothing)."""
+    from collection.db import session_scope
+    from collection.labeling import LabelingError, create_tasks
+
+    settings = _settings(data_dir)
+    share = settings.double_label_share if double_share is None else double_share
+    try:
+        with session_scope(settings.catalog) as session:
+            tasks = create_tasks(session, recording or None, reason=reason, priority=priority, double_share=share,
+                                 seed=seed)
+            doubles = sum(t.round == 2 for t in tasks)
+    except LabelingError as e:
+        raise _fail(e) from e
+    console.print(f"{len(tasks)} task(s) created or moved up ({doubles} second-round)")
+
+
+@app.command()
+def prelabel(
+    model: Annotated[str | None, typer.Option(
+        help="checkpoint path or models:/<name>@<alias> (default: models:/<model_name>@champion)")] = None,
+    threshold: Annotated[float, typer.Option(help="confidence below which a task becomes low_confidence")] = 0.6,
+    data_dir: DataOpt = None,
+) -> None:
+    """Pre-label open tasks with the model's transcript and confidence (re-running skips done ones)."""
+    from asr.inference import Recognizer
+    from collection.db import session_scope
+    from collection.labeling import prelabel as run_prelabel
+    from collection.store import AudioStore
+
+    from ..pipeline import connect_mlflow
+
+    settings = _settings(data_dir)
+    uri = model or f"models:/{settings.model_name}@champion"
+    if uri.startswith(("models:/", "runs:/")):
+        connect_mlflow(settings)
+    recognizer = Recognizer.load(uri, decoder="greedy")
+    with session_scope(settings.catalog) as session:
+        n = run_prelabel(session, AudioStore(settings.audio_store), recognizer, model_version=recognizer.version,
+                         threshold=threshold)
+    console.print(f"{n} task(s) pre-labelled by {recognizer.version}")
+
+
+@app.command()
+def assign(
+    labelers: Annotated[str, typer.Option(help="comma-separated user names")],
+    per_labeler: Annotated[int | None, typer.Option(help="most open tasks each one holds")] = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Deal unassigned tasks round-robin (never both rounds of a recording to one person)."""
+    from collection.db import session_scope
+    from collection.labeling import LabelingError
+    from collection.labeling import assign as run_assign
+
+    names = [n.strip() for n in labelers.split(",") if n.strip()]
+    try:
+        with session_scope(_settings(data_dir).catalog) as session:
+            n = run_assign(session, _users(session, names), per_labeler=per_labeler)
+    except LabelingError as e:
+        raise _fail(e) from e
+    console.print(f"{n} task(s) assigned to {', '.join(names)}")
+
+
+@app.command()
+def simulate(
+    user: Annotated[str, typer.Option(help="a simulated user (users add NAME --simulated)")],
+    error_rate: Annotated[float, typer.Option(help="character error rate of the answers, 0..1")] = 0.05,
+    seed: Annotated[int, typer.Option(help="seed of the errors")] = 0,
+    limit: Annotated[int | None, typer.Option(help="most tasks to answer")] = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Answer a simulated labeler's open tasks from the known prompt texts (demo and tests only)."""
+    from collection.db import session_scope
+    from collection.labeling import LabelingError, simulate_labeler
+
+    try:
+        with session_scope(_settings(data_dir).catalog) as session:
+            n = simulate_labeler(session, _users(session, [user])[0], error_rate=error_rate, seed=seed, limit=limit)
+    except LabelingError as e:
+        raise _fail(e) from e
+    console.print(f"{user} submitted {n} task(s)")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+@app.command()
+def report(data_dir: DataOpt = None) -> None:
+    """Throughput and agreement per labeler."""
+    from collection.db import session_scope
+    from collection.labeling import labeler_report
+
+    with session_scope(_settings(data_dir).catalog) as session:
+        stats = labeler_report(session)
+    table = Table(title="labelers", caption="sub: labels written; acc/rej/wait: accepted, rejected, waiting; "
+                                            "med s: median seconds per task; agr: mean CER against the other "
+                                            "round over the double-transcribed pairs; * simulated labeler")
+    for col in ("labeler", "sub", "acc", "rej", "wait", "open", "med s", "/hour", "agr", "pairs"):
+        table.add_column(col, justify="left" if col == "labeler" else "right", no_wrap=True)
+    for s in stats:
+        table.add_row(s.username + ("*" if s.simulated else ""), str(s.submitted), str(s.reviewed),
+                      str(s.rejected), str(s.pending), str(s.open_tasks), _fmt(s.median_seconds, ".1f"),
+                      _fmt(s.tasks_per_hour, ".0f"), _fmt(s.mean_agreement_cer, ".3f"), str(s.double_labelled))
+    console.print(table)
+
+
+@app.command()
+def guidelines(
+    language: Annotated[str | None, typer.Option(help="language code (default: settings' language)")] = None,
+) -> None:
+    """Print the transcription guideline labelers follow."""
+    from rich.markdown import Markdown
+
+    from collection.labeling import LabelingError
+    from collection.labeling import guidelines as read_guidelines
+
+    try:
+        console.print(Markdown(read_guidelines(language or _settings(None).language)))
+    except LabelingError as e:
+        raise _fail(e) from e
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="user name (a-z, 0-9, '.', '_', '-')")],
+    role: Annotated[str, typer.Option(help="labeler, reviewer or admin")] = "labeler",
+    password_env: Annotated[str | None, typer.Option(help="read the password from this environment variable")] = None,
+    simulated: Annotated[bool, typer.Option(help="a simulated labeler (answers from prompt texts)")] = False,
+    data_dir: DataOpt = None,
+) -> None:
+    """Add a user (re-running with the same role changes nothing). Without --password-env the password is
+    prompted for; a simulated user gets a random one (nobody signs in as it)."""
+    from collection.db import session_scope
+    from collection.users import create_user
+
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise typer.BadParameter(f"environment variable {password_env} is not set or empty")
+    elif simulated:
+        password = secrets.token_urlsafe(24)
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope(_settings(data_dir).catalog) as session:
+            user = create_user(session, name, role, password, simulated=simulated)
+            uid, simulated_flag = user.id, user.simulated
+    except ValueError as e:
+        raise _fail(e) from e
+    console.print(f"{name}: {role}{' (simulated)' if simulated_flag else ''} — {uid}")
