@@ -63,7 +63,7 @@ __all__ = [
     "LabelingError", "agreement_cer", "assign", "cancel_tasks_without_consent", "corrupt", "create_tasks",
     "edit_distance", "get_task", "guidelines", "human_review_allowed", "is_double", "is_simulated",
     "labeler_report", "next_task", "prelabel", "review", "review_queue", "reviewed_transcripts",
-    "simulate_labeler", "submit", "tasks_for",
+    "simulate_labeler", "simulate_reviewer", "submit", "tasks_for",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ UNUSABLE_FLAGS = ("unintelligible", "wrong_language")
 LOW_CONFIDENCE = 0.6
 GUIDELINES_DIR = Path(__file__).resolve().parent / "guidelines"
 SIMULATED_NOTE = "simulated labeler"
+SIMULATED_REVIEW_NOTE = "simulated reviewer"
 
 
 class LabelingError(ValueError):
@@ -662,6 +663,34 @@ def simulate_labeler(
         done += 1
     log.info("simulated labeler %s submitted %d task(s)", user.username, done)
     return done
+
+
+def simulate_reviewer(session: Session, reviewer: User, *, max_cer: float = 0.1, limit: int | None = None) -> int:
+    """Review the queue the way a careful reviewer with the answer key would: accept a label whose CER
+    against ``Recording.prompt_text`` is at most ``max_cer`` (correcting it to the prompt text), reject
+    the rest (they are re-queued). Of a disagreeing pair, the closer label is taken. Returns how many
+    labels were decided. Demos and tests only: ``reviewer`` must be simulated; notes say so."""
+    if not reviewer.simulated:
+        raise LabelingError("invalid", f"user {reviewer.username!r} is not simulated (User.simulated is False)")
+    decided = 0
+    for label in review_queue(session, limit=limit):
+        session.refresh(label)
+        rec = label.recording
+        if label.status != "submitted" or not rec.prompt_text or label.labeler_id == reviewer.id:
+            continue  # settled by its pair's review meanwhile, or nothing to check it against
+        cer = agreement_cer(label.text or "", rec.prompt_text, rec.language)
+        pending = session.scalars(select(Label).where(Label.recording_id == rec.id, Label.status == "submitted",
+                                                      Label.id != label.id)).all()
+        closer = [p for p in pending if agreement_cer(p.text or "", rec.prompt_text, rec.language) < cer]
+        if cer <= max_cer and not closer:
+            review(session, label.id, reviewer, accept=True, text=rec.prompt_text,
+                   note=f"{SIMULATED_REVIEW_NOTE} (CER {cer:.2f} vs prompt)")
+            decided += 1
+        elif not closer:
+            review(session, label.id, reviewer, accept=False,
+                   note=f"{SIMULATED_REVIEW_NOTE} (CER {cer:.2f} > {max_cer:g})")
+            decided += 1
+    return decided
 
 
 def is_simulated(label: Label) -> bool:

@@ -36,6 +36,7 @@ from collection.labeling import (
     review_queue,
     reviewed_transcripts,
     simulate_labeler,
+    simulate_reviewer,
     submit,
     tasks_for,
 )
@@ -410,6 +411,26 @@ def test_simulated_labeler_makes_about_the_configured_error_rate(catalog):
     rng_a, rng_b = (__import__("random").Random("same") for _ in range(2))
     assert corrupt(TEXTS[1], 0.3, rng_a, "가나다") == corrupt(TEXTS[1], 0.3, rng_b, "가나다")
     assert corrupt(TEXTS[1], 0.0, rng_a, "가나다") == TEXTS[1]
+
+
+def test_simulated_reviewer_accepts_close_labels_and_rejects_the_rest(catalog):
+    with session_scope(catalog) as s:
+        ids = add_recordings(s, 30)
+        sim = add_user(s, "sim-1", simulated=True)
+        create_tasks(s, double_share=0.0)
+        assign(s, [sim])
+        simulate_labeler(s, sim, error_rate=0.15, seed=1)
+        with pytest.raises(LabelingError):
+            simulate_reviewer(s, add_user(s, "rita", "reviewer"))
+        boss = add_user(s, "sim-reviewer", "reviewer", simulated=True)
+        assert simulate_reviewer(s, boss, max_cer=0.1) == 30
+        statuses = {lbl.recording_id: lbl.status for lbl in s.scalars(select(Label))}
+        accepted = reviewed_transcripts(s)
+        assert 0 < len(accepted) < 30 and set(statuses.values()) == {"reviewed", "rejected"}
+        # accepted transcripts equal the answer key; rejected recordings are queued again
+        assert all(text == s.get(Recording, rid).prompt_text for rid, text in accepted.items())
+        requeued = {t.recording_id for t in s.scalars(select(LabelTask).where(LabelTask.status == "open"))}
+        assert requeued == set(ids) - set(accepted)
 
 
 def test_labeler_report_figures(catalog):

@@ -142,6 +142,24 @@ def simulate(
     console.print(f"{user} submitted {n} task(s)")
 
 
+@app.command("simulate-review")
+def simulate_review(
+    user: Annotated[str, typer.Option(help="a simulated reviewer (users add NAME --role reviewer --simulated)")],
+    max_cer: Annotated[float, typer.Option(help="accept labels within this CER of the prompt text")] = 0.1,
+    data_dir: DataOpt = None,
+) -> None:
+    """Review the queue against the known prompt texts (demo and tests only)."""
+    from collection.db import session_scope
+    from collection.labeling import LabelingError, simulate_reviewer
+
+    try:
+        with session_scope(_settings(data_dir).catalog) as session:
+            n = simulate_reviewer(session, _users(session, [user])[0], max_cer=max_cer)
+    except LabelingError as e:
+        raise _fail(e) from e
+    console.print(f"{user} decided {n} label(s)")
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
