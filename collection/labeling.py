@@ -42,7 +42,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from asr.text import LanguagePack, get_language_pack
 
 from .agreement import agreement_cer, corrupt, edit_distance
-from .labeling_report import LabelerStats, labeler_report
+from .labeling_report import LabelerStats, labeler_report, labeler_table
 from .models import (
     LABEL_FLAGS,
     TASK_STATUSES,
@@ -62,7 +62,7 @@ __all__ = [
     "DOUBLE_ROUNDS", "LOW_CONFIDENCE", "REASON_PRIORITY", "REVIEWER_ROLES", "UNUSABLE_FLAGS", "LabelerStats",
     "LabelingError", "agreement_cer", "assign", "cancel_tasks_without_consent", "corrupt", "create_tasks",
     "edit_distance", "get_task", "guidelines", "human_review_allowed", "is_double", "is_simulated",
-    "labeler_report", "next_task", "prelabel", "review", "review_queue", "reviewed_transcripts",
+    "labeler_report", "labeler_table", "next_task", "prelabel", "review", "review_queue", "reviewed_transcripts",
     "simulate_labeler", "simulate_reviewer", "submit", "tasks_for",
 ]  # fmt: skip
 

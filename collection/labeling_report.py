@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rich.table import Table
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -62,3 +63,21 @@ def labeler_report(session: Session) -> list[LabelerStats]:
             mean_agreement_cer=statistics.fmean(agreements) if agreements else None,
             double_labelled=len(agreements)))
     return out
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def labeler_table(stats: list[LabelerStats]) -> Table:
+    """The report as a rich table (one row per labeler; ``*`` marks simulated ones)."""
+    table = Table(title="labelers", caption="sub: labels written; acc/rej/wait: accepted, rejected, waiting; "
+                                            "med s: median seconds per task; agr: mean CER against the other "
+                                            "round over the double-transcribed pairs; * simulated labeler")
+    for col in ("labeler", "sub", "acc", "rej", "wait", "open", "med s", "/hour", "agr", "pairs"):
+        table.add_column(col, justify="left" if col == "labeler" else "right", no_wrap=True)
+    for s in stats:
+        table.add_row(s.username + ("*" if s.simulated else ""), str(s.submitted), str(s.reviewed),
+                      str(s.rejected), str(s.pending), str(s.open_tasks), _fmt(s.median_seconds, ".1f"),
+                      _fmt(s.tasks_per_hour, ".0f"), _fmt(s.mean_agreement_cer, ".3f"), str(s.double_labelled))
+    return table

@@ -36,7 +36,7 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "catalog" in getattr(item, "fixturenames", ()):
+        if {"catalog", "catalog_url"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.catalog)
 
 

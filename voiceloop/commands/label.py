@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(help="Labeling workbench: tasks, pre-labels, review, labeler reports, users.", no_args_is_help=True)
 tasks_app = typer.Typer(help="The label task queue.", no_args_is_help=True)
@@ -160,28 +159,14 @@ def simulate_review(
     console.print(f"{user} decided {n} label(s)")
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
 @app.command()
 def report(data_dir: DataOpt = None) -> None:
     """Throughput and agreement per labeler."""
     from collection.db import session_scope
-    from collection.labeling import labeler_report
+    from collection.labeling import labeler_report, labeler_table
 
     with session_scope(_settings(data_dir).catalog) as session:
-        stats = labeler_report(session)
-    table = Table(title="labelers", caption="sub: labels written; acc/rej/wait: accepted, rejected, waiting; "
-                                            "med s: median seconds per task; agr: mean CER against the other "
-                                            "round over the double-transcribed pairs; * simulated labeler")
-    for col in ("labeler", "sub", "acc", "rej", "wait", "open", "med s", "/hour", "agr", "pairs"):
-        table.add_column(col, justify="left" if col == "labeler" else "right", no_wrap=True)
-    for s in stats:
-        table.add_row(s.username + ("*" if s.simulated else ""), str(s.submitted), str(s.reviewed),
-                      str(s.rejected), str(s.pending), str(s.open_tasks), _fmt(s.median_seconds, ".1f"),
-                      _fmt(s.tasks_per_hour, ".0f"), _fmt(s.mean_agreement_cer, ".3f"), str(s.double_labelled))
-    console.print(table)
+        console.print(labeler_table(labeler_report(session)))
 
 
 @app.command()
