@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -61,3 +62,25 @@ def test_cli_end_to_end(tmp_path):
     bad.write_bytes(b"RIFF\x00\x00")
     proc = run(["transcribe", str(bad)], data, check=False)
     assert proc.returncode == 1 and f"{bad}: not a readable audio file" in proc.stderr
+
+    # The collection loop on the same data dir: plan → studio → catalog → label → dataset version.
+    run(["plan", "collect", "--plan", "tiny"], data)
+    assert "0 accepted" in run(["plan", "collect", "--plan", "tiny"], data).stdout  # nothing left to fill
+    run(["label", "tasks", "create", "--double-share", "0.5"], data)
+    run(["label", "prelabel", "--model", "models:/voiceloop-asr@champion"], data)
+    run(["label", "users", "add", "sim-a", "--simulated"], data)
+    run(["label", "users", "add", "sim-b", "--simulated"], data)
+    run(["label", "users", "add", "sim-r", "--role", "reviewer", "--simulated"], data)
+    run(["label", "assign", "--labelers", "sim-a,sim-b"], data)
+    run(["label", "simulate", "--user", "sim-a", "--error-rate", "0"], data)
+    run(["label", "simulate", "--user", "sim-b", "--error-rate", "0"], data)
+    run(["label", "simulate-review", "--user", "sim-r"], data)
+    assert "sim-a*" in run(["label", "report"], data).stdout
+    first = re.findall(r"ds-[0-9a-f]{12}", run(["dataset", "build", "--name", "cli"], data).stdout)
+    again = re.findall(r"ds-[0-9a-f]{12}", run(["dataset", "build", "--name", "cli"], data).stdout)
+    assert first and first[0] == again[0]  # same inputs, same version
+    status = run(["plan", "status", "--plan", "tiny", "--plot", str(tmp_path / "plan.png")], data).stdout
+    assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG" and "tiny" in status
+    run(["plan", "gaps", "--plan", "tiny", "--out", str(tmp_path / "gaps.yaml")], data)
+    assert yaml.safe_load((tmp_path / "gaps.yaml").read_text())["name"].startswith("tiny")
+    assert "accepted" in run(["qc", "report"], data).stdout

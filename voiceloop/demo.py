@@ -1,4 +1,5 @@
-"""``voiceloop demo``: synthesize → train → evaluate per slice → register champion → transcribe."""
+"""``voiceloop demo``: synthesize → train → evaluate per slice → register champion → transcribe →
+collect for the data plan, label (simulated people), freeze a dataset version."""
 
 from __future__ import annotations
 
@@ -11,28 +12,33 @@ from asr.audio import load_audio
 from asr.inference import Recognizer
 from asr.plots import plot_learning_curve, plot_slices
 from asr.train import load_train_config
+from collection.db import session_scope
+from collection.labeling import labeler_report, labeler_table
 from collection.manifest import load_split
+from collection.quota import totals
 from collection.studio import synthesize_plan
 
+from .collect import collect_for_plan, freeze_dataset, plan_progress, queue_for_labeling, simulated_labeling
 from .pipeline import evaluate_splits, register_run, train_model
 from .settings import Settings
 
 TEST_SPLITS = ["test_seen", "test_unseen", "test_heldout"]
+DATA_PLAN = "demo"  # collection/dataplans/demo.yaml
 
 
 def run_demo(settings: Settings, minutes: float, plan: str, console: Console) -> None:
     data = settings.data_dir
     studio, run_dir, eval_dir = data / "studio", data / "runs" / "baseline", data / "eval" / "baseline"
 
-    console.rule("[bold]1/5 synthesize speech from the data plan")
+    console.rule("[bold]1/6 synthesize speech from the data plan")
     synthesize_plan(plan, studio)
 
-    console.rule(f"[bold]2/5 train a baseline Conformer-CTC ({minutes:g} training minutes)")
+    console.rule(f"[bold]2/6 train a baseline Conformer-CTC ({minutes:g} training minutes)")
     cfg = load_train_config("baseline", max_minutes=minutes)
     trained = train_model(settings, studio, cfg, run_dir, resume=True, run_name="demo-baseline")
     curve = plot_learning_curve({"baseline": trained.result.history}, eval_dir / "learning_curve.png")
 
-    console.rule("[bold]3/5 evaluate per slice")
+    console.rule("[bold]3/6 evaluate per slice")
     reports = evaluate_splits(settings, str(trained.result.checkpoint), studio, TEST_SPLITS, eval_dir,
                               run_id=trained.run_id)
     for split, report in reports.items():
@@ -41,18 +47,36 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     rows = [(f"{k}={v}", m.cer, *m.cer_ci) for k, vals in heldout.slices.items() for v, m in sorted(vals.items())]
     slices_png = plot_slices(rows, eval_dir / "cer_by_slice.png", "CER by slice (test_heldout)")
 
-    console.rule("[bold]4/5 register as champion")
+    console.rule("[bold]4/6 register as champion")
     version = register_run(settings, trained.run_id, "champion")
     uri = f"models:/{settings.model_name}@champion"
     console.print(f"{settings.model_name} version {version} is now @champion")
 
-    console.rule(f"[bold]5/5 transcribe a few files with {uri}")
+    console.rule(f"[bold]5/6 transcribe a few files with {uri}")
     recognizer = Recognizer.load(uri, decoder="beam")
     table = Table("file", "said", "heard", "confidence")
     for utt in load_split(studio / "test_unseen")[:5]:
         hyp = recognizer.transcribe(load_audio(utt.audio_path))
         table.add_row(utt.audio_path.name, utt.text, hyp.text, f"{hyp.confidence:.2f}")
     console.print(table)
+
+    console.rule("[bold]6/6 collect for the data plan, label, freeze a dataset version")
+    collected = collect_for_plan(settings, DATA_PLAN)
+    console.print(f"studio → catalog: {collected.accepted} accepted, {collected.rejected} refused by QC, "
+                  f"{collected.remaining} utterances still missing from plan {DATA_PLAN!r}")
+    queued = queue_for_labeling(settings, uri, model_version=f"{settings.model_name}/{version}")
+    people = simulated_labeling(settings)
+    console.print(f"{queued} label tasks queued and pre-labelled by {uri}; simulated labelers "
+                  f"{', '.join(people.labelers)} submitted {people.submitted}, the simulated reviewer decided "
+                  f"{people.reviewed} (agreeing double transcriptions need no reviewer)")
+    with session_scope(settings.catalog) as session:
+        console.print(labeler_table(labeler_report(session)))
+    dataset = freeze_dataset(settings)
+    console.print(f"dataset version {dataset.id} (sha256 {dataset.content_hash[:16]}…): "
+                  + ", ".join(f"{split} {sum(c.get('dialect', {}).values())}" for split, c in dataset.counts.items()))
+    statuses, plan_png = plan_progress(settings, DATA_PLAN, eval_dir.parent / "plan_status.png")
+    target, have, labeled = totals(statuses)
+    console.print(f"plan {DATA_PLAN!r}: {have}/{target} collected, {labeled}/{target} with reviewed labels")
 
     console.rule("[bold]where everything landed")
     where = Table(show_header=False)
@@ -64,4 +88,10 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     where.add_row("MLflow UI", f"mlflow ui --backend-store-uri {settings.tracking_uri} "
                   f"--default-artifact-root {Path(settings.artifact_root).resolve()}")
     where.add_row("transcribe", f"voiceloop transcribe --model {uri} FILE.wav")
+    where.add_row("catalog", settings.catalog)
+    where.add_row("audio store", settings.audio_store)
+    where.add_row("dataset version", dataset.manifest_uri)
+    where.add_row("data plan progress", f"{plan_png}  (voiceloop plan status / plan gaps)")
+    where.add_row("web pages", "voiceloop web serve → /record, /label, /review, /admin "
+                  "(first admin: voiceloop label users add NAME --role admin)")
     console.print(where)
