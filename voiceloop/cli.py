@@ -11,15 +11,12 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from .settings import get_settings
+from .commands import DataOpt, settings_for
 
 app = typer.Typer(help="voiceloop: plan, collect, label, train, serve and monitor speech recognition.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
 
-DataOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="data directory (default: $VOICELOOP_DATA_DIR or ./data)")
-]
 
 
 @app.callback()
@@ -39,7 +36,7 @@ def synth(
     """Generate a synthetic speech data set from a data plan."""
     from collection.studio import synthesize_plan
 
-    splits = synthesize_plan(plan, out or get_settings().with_data_dir(data_dir).data_dir / "studio")
+    splits = synthesize_plan(plan, out or settings_for(data_dir).data_dir / "studio")
     for name, path in splits.items():
         console.print(f"{name:>12}: {path}")
 
@@ -60,7 +57,7 @@ def train_cmd(
 
     from .pipeline import train_model
 
-    settings = get_settings().with_data_dir(data_dir)
+    settings = settings_for(data_dir)
     cfg = load_train_config(config, max_minutes=minutes, max_steps=steps, backend=backend)
     out = out or settings.data_dir / "runs" / Path(config).stem
     trained = train_model(settings, data or settings.data_dir / "studio", cfg, out, resume=resume)
@@ -80,7 +77,7 @@ def eval_cmd(
     """WER / CER / command exact-match per slice with 95% bootstrap intervals."""
     from .pipeline import evaluate_splits
 
-    settings = get_settings().with_data_dir(data_dir)
+    settings = settings_for(data_dir)
     out = out or settings.data_dir / "eval"
     reports = evaluate_splits(settings, model, data or settings.data_dir / "studio", split, out, run_id, decoder)
     for name, report in reports.items():
@@ -100,7 +97,7 @@ def register_cmd(
 
     from .pipeline import connect_mlflow, register_run
 
-    settings = get_settings().with_data_dir(data_dir)
+    settings = settings_for(data_dir)
     if run_id:
         version = register_run(settings, run_id, alias)
     elif version and alias:
@@ -125,7 +122,7 @@ def transcribe(
 
     from .pipeline import connect_mlflow
 
-    settings = get_settings().with_data_dir(data_dir)
+    settings = settings_for(data_dir)
     connect_mlflow(settings)
     options = {"hotwords": hotword} if hotword else {}
     recognizer = Recognizer.load(model or f"models:/{settings.model_name}@champion", decoder=decoder, **options)
@@ -152,7 +149,7 @@ def demo(
     """Run the loop end to end on embedded defaults and print where everything landed."""
     from .demo import run_demo
 
-    run_demo(get_settings().with_data_dir(data_dir), minutes=minutes, plan=plan, console=console)
+    run_demo(settings_for(data_dir), minutes=minutes, plan=plan, console=console)
 
 
 def _add_groups() -> None:

@@ -15,12 +15,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from . import DataOpt, settings_for
+
 app = typer.Typer(help="Consent, revocation and deletion requests.", no_args_is_help=True)
 console = Console()
 
-DataOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="data directory (default: $VOICELOOP_DATA_DIR or ./data)")
-]
 ActorOpt = Annotated[str | None, typer.Option(help="who asks (recorded in the audit log; default: the OS user)")]
 ModelsOpt = Annotated[bool, typer.Option(help="look up registered model versions trained on affected data")]
 
@@ -28,9 +27,8 @@ ModelsOpt = Annotated[bool, typer.Option(help="look up registered model versions
 def _context(data_dir: Path | None, models: bool):
     from collection.store import AudioStore
 
-    from ..settings import get_settings
 
-    settings = get_settings().with_data_dir(data_dir)
+    settings = settings_for(data_dir)
     if models:
         from ..pipeline import connect_mlflow
 

@@ -14,18 +14,12 @@ from rich.table import Table
 
 from collection.manifest import SLICE_KEYS
 
+from . import DataOpt, settings_for
+
 app = typer.Typer(help="Freeze reviewed labels into immutable, hashed dataset versions.", no_args_is_help=True)
 console = Console()
 
-DataOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="data directory (default: $VOICELOOP_DATA_DIR or ./data)")
-]
 
-
-def _settings(data_dir: Path | None):
-    from ..settings import get_settings
-
-    return get_settings().with_data_dir(data_dir)
 
 
 def _ratios(text: str) -> dict[str, float]:
@@ -73,7 +67,7 @@ def build(
     from collection.db import session_scope
     from collection.store import AudioStore
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     try:
         with session_scope(settings.catalog) as session:
             version = build_dataset(session, AudioStore(settings.audio_store), out or settings.data_dir / "datasets",
@@ -94,7 +88,7 @@ def list_cmd(data_dir: DataOpt = None) -> None:
     from collection.datasets import list_versions
     from collection.db import session_scope
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     table = Table(title="dataset versions")
     for col in ("id", "name", "created", "parent", "utterances", "speakers", "redactions", "manifest"):
         table.add_column(col)

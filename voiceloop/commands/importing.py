@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from . import DataOpt, settings_for
+
 app = typer.Typer(help="Import audio into the catalog from public corpus formats.", no_args_is_help=True)
 
 # One command per format in collection.importers.IMPORTERS (named here so `--help` needs no heavy imports).
@@ -21,7 +23,7 @@ FORMATS = {
 def _command(fmt: str):  # noqa: ANN202 - a typer command
     def run(
         path: Annotated[Path, typer.Argument(help="the corpus directory (or file, for commonvoice)")],
-        data_dir: Annotated[Path | None, typer.Option("--data-dir", help="data directory")] = None,
+        data_dir: DataOpt = None,
         language: Annotated[str | None, typer.Option(help="language of the transcripts (default: settings)")] = None,
         limit: Annotated[int | None, typer.Option(help="import at most this many items")] = None,
         corpus: Annotated[str | None, typer.Option(help="corpus name in ids (default: directory name)")] = None,
@@ -38,9 +40,8 @@ def _command(fmt: str):  # noqa: ANN202 - a typer command
         from collection.importers import CorpusError, import_corpus
         from collection.store import AudioStore
 
-        from ..settings import get_settings
 
-        settings = get_settings().with_data_dir(data_dir)
+        settings = settings_for(data_dir)
         console = Console(stderr=json_out)
         with connect(settings.catalog)() as session:
             try:

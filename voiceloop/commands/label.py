@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from . import DataOpt, settings_for
 
 app = typer.Typer(help="Labeling workbench: tasks, pre-labels, review, labeler reports, users.", no_args_is_help=True)
 tasks_app = typer.Typer(help="The label task queue.", no_args_is_help=True)
@@ -20,15 +21,7 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(users_app, name="users")
 console = Console()
 
-DataOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="data directory (default: $VOICELOOP_DATA_DIR or ./data)")
-]
 
-
-def _settings(data_dir: Path | None):
-    from ..settings import get_settings
-
-    return get_settings().with_data_dir(data_dir)
 
 
 def _users(session, names: list[str]):
@@ -63,7 +56,7 @@ def tasks_create(
     from collection.db import session_scope
     from collection.labeling import LabelingError, create_tasks
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     share = settings.double_label_share if double_share is None else double_share
     try:
         with session_scope(settings.catalog) as session:
@@ -90,7 +83,7 @@ def prelabel(
 
     from ..pipeline import connect_mlflow
 
-    settings = _settings(data_dir)
+    settings = settings_for(data_dir)
     uri = model or f"models:/{settings.model_name}@champion"
     if uri.startswith(("models:/", "runs:/")):
         connect_mlflow(settings)
@@ -114,7 +107,7 @@ def assign(
 
     names = [n.strip() for n in labelers.split(",") if n.strip()]
     try:
-        with session_scope(_settings(data_dir).catalog) as session:
+        with session_scope(settings_for(data_dir).catalog) as session:
             n = run_assign(session, _users(session, names), per_labeler=per_labeler)
     except LabelingError as e:
         raise _fail(e) from e
@@ -134,7 +127,7 @@ def simulate(
     from collection.labeling import LabelingError, simulate_labeler
 
     try:
-        with session_scope(_settings(data_dir).catalog) as session:
+        with session_scope(settings_for(data_dir).catalog) as session:
             n = simulate_labeler(session, _users(session, [user])[0], error_rate=error_rate, seed=seed, limit=limit)
     except LabelingError as e:
         raise _fail(e) from e
@@ -152,7 +145,7 @@ def simulate_review(
     from collection.labeling import LabelingError, simulate_reviewer
 
     try:
-        with session_scope(_settings(data_dir).catalog) as session:
+        with session_scope(settings_for(data_dir).catalog) as session:
             n = simulate_reviewer(session, _users(session, [user])[0], max_cer=max_cer)
     except LabelingError as e:
         raise _fail(e) from e
@@ -165,7 +158,7 @@ def report(data_dir: DataOpt = None) -> None:
     from collection.db import session_scope
     from collection.labeling import labeler_report, labeler_table
 
-    with session_scope(_settings(data_dir).catalog) as session:
+    with session_scope(settings_for(data_dir).catalog) as session:
         console.print(labeler_table(labeler_report(session)))
 
 
@@ -180,7 +173,7 @@ def guidelines(
     from collection.labeling import guidelines as read_guidelines
 
     try:
-        console.print(Markdown(read_guidelines(language or _settings(None).language)))
+        console.print(Markdown(read_guidelines(language or settings_for(None).language)))
     except LabelingError as e:
         raise _fail(e) from e
 
@@ -207,7 +200,7 @@ def users_add(
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     try:
-        with session_scope(_settings(data_dir).catalog) as session:
+        with session_scope(settings_for(data_dir).catalog) as session:
             user = create_user(session, name, role, password, simulated=simulated)
             uid, simulated_flag = user.id, user.simulated
     except ValueError as e:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from . import DataOpt, settings_for
 
 app = typer.Typer(help="Quality-control reports.", no_args_is_help=True)
 
 
 @app.command()
 def report(
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="data directory")] = None,
+    data_dir: DataOpt = None,
     source: Annotated[str | None, typer.Option(help="synthetic, upload, import, import:<format> or production")]
     = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
@@ -23,9 +24,8 @@ def report(
     from collection.db import connect
     from collection.qc_report import qc_report
 
-    from ..settings import get_settings
 
-    with connect(get_settings().with_data_dir(data_dir).catalog)() as session:
+    with connect(settings_for(data_dir).catalog)() as session:
         result = qc_report(session, source=source)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
