@@ -44,6 +44,7 @@ from asr.audio import SAMPLE_RATE, AudioError
 
 from .deletion import was_erased
 from .ingest import ensure_speaker, ingest
+from .manifest import read_jsonl
 from .models import Consent, Recording, Rejection
 from .qc import QcConfig, decode
 from .store import AudioStore
@@ -361,13 +362,10 @@ class Lhotse(CorpusFormat):
 
     @staticmethod
     def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-        with _open_text(path) as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise CorpusError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
+        try:
+            yield from read_jsonl(path)
+        except ValueError as e:  # a malformed line: the corpus is malformed, stop here
+            raise CorpusError(str(e)) from e
 
     def _recording(self, rec_file: Path, d: dict[str, Any]) -> tuple[Path, float]:
         try:

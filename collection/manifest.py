@@ -14,6 +14,7 @@ them against the working directory).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -144,8 +145,9 @@ def write_jsonl(path: str | Path, items: Iterable[Recording | Supervision | Mapp
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Lazily yield the JSON objects of a JSONL file (blank lines skipped)."""
-    with Path(path).open(encoding="utf-8") as f:
+    """Lazily yield the JSON objects of a JSONL file, gzipped when it ends in ``.gz`` (blank lines skipped)."""
+    path = Path(path)
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
         for line_no, line in enumerate(f, 1):
             if line.strip():
                 try:
