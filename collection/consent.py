@@ -113,8 +113,11 @@ def grant_consent(
                                 current.retention_days, current.checklist) == terms:
         return current  # the same consent again: nothing new
     now = utcnow()
-    if current is not None:
-        current.revoked_at = now  # superseded by the new terms; the data stays covered
+    # Superseded by the new terms; the data stays covered. Every earlier un-revoked consent, not only the
+    # one in force: a lapsed one the retention job has not reached yet must not erase what this covers.
+    for old in session.scalars(select(Consent).where(Consent.subject_type == subject_type,
+                                                     Consent.subject_id == subject_id, Consent.revoked_at.is_(None))):
+        old.revoked_at = now
     consent = Consent(subject_type=subject_type, subject_id=subject_id, text_version=text_version,
                       scope_training=bool(scope_training), scope_human_review=bool(scope_human_review),
                       retention_days=retention_days, checklist=ticked, granted_at=now)
@@ -250,10 +253,12 @@ def record_production(
     model_version: str | None,
     language: str,
     environment: str | None = None,
+    erasure_secret: str | None = None,
 ) -> ProductionUtterance:
     """Upsert one served request (replays update the same row). The audio is stored (source
     ``production``, speaker = the device's production speaker) only when the device has a consent in
-    force with ``scope_training``; audio QC refused is kept as a rejection, as for every source."""
+    force with ``scope_training``; audio QC refused is kept as a rejection, as for every source. With
+    ``erasure_secret``, a replay of a request whose audio a deletion erased does not store it again."""
     if not request_id or len(request_id) > 64:
         raise ValueError(f"request_id must be 1-64 characters, got {request_id!r}")
     utt = session.get(ProductionUtterance, request_id)
@@ -272,7 +277,7 @@ def record_production(
     if audio and utt.recording_id is None:
         consent = active_consent(session, "device", device_id, scope="scope_training")
         if consent is not None:
-            result = _store_audio(session, store, consent, utt, audio, language, environment)
+            result = _store_audio(session, store, consent, utt, audio, language, environment, erasure_secret)
             if result.ok:
                 utt.recording_id = result.recording_id
     session.flush()
@@ -280,12 +285,13 @@ def record_production(
 
 
 def _store_audio(session: Session, store: AudioStore, consent: Consent, utt: ProductionUtterance, audio: bytes,
-                 language: str, environment: str | None) -> IngestResult:
+                 language: str, environment: str | None, erasure_secret: str | None) -> IngestResult:
     speaker = ensure_speaker(session, source=PRODUCTION, external_id=utt.device_id, persona="real",
                              consent_id=consent.id)
     speaker.consent_id = consent.id  # the newest device consent covers this audio
     result = ingest(session, store, audio, source=PRODUCTION, speaker_id=speaker.id, external_id=utt.request_id,
-                    device=utt.device_id, environment=environment, language=language)
+                    device=utt.device_id, environment=environment, language=language,
+                    erasure_secret=erasure_secret)
     if not result.ok:
         log.info("production audio of %s refused by QC: %s", utt.request_id, result.message)
     return result

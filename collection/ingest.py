@@ -55,6 +55,14 @@ def ensure_speaker(session: Session, *, source: str, external_id: str, **attrs: 
     return speaker
 
 
+def _same_submission(session: Session, source: str, external_id: str | None) -> IngestResult | None:
+    """``exists`` when ``(source, external_id)`` is stored (by a concurrent retry of the same submission)."""
+    if external_id is None:
+        return None
+    done = session.scalar(select(Recording).where(Recording.source == source, Recording.external_id == external_id))
+    return IngestResult("exists", recording_id=done.id, metrics=done.qc) if done is not None else None
+
+
 def _reject(session: Session, *, source: str, external_id: str | None, speaker_id: str | None, reason: str,
             message: str, sha256: str | None = None, metrics: dict[str, Any] | None = None) -> IngestResult:
     session.add(Rejection(source=source, external_id=external_id, sha256=sha256, speaker_id=speaker_id,
@@ -117,6 +125,8 @@ def ingest(
             return IngestResult("rejected", reason="erased", message="this audio was erased by a deletion request")
     existing = session.scalar(select(Recording.id).where(Recording.sha256 == digest))
     if existing is not None:
+        if (twin := _same_submission(session, source, external_id)) is not None:
+            return twin
         return _reject(session, reason="duplicate", message=f"the same audio is already stored as {existing}",
                        sha256=digest, metrics=metrics, **common)
     stored = store.put(wav)
@@ -127,6 +137,8 @@ def ingest(
         with session.begin_nested():  # a concurrent twin may have inserted the same hash meanwhile
             session.add(recording)
     except IntegrityError:
+        if (twin := _same_submission(session, source, external_id)) is not None:
+            return twin  # a concurrent retry of this very submission won the race: not a duplicate
         return _reject(session, reason="duplicate", message="the same audio was stored by a concurrent submission",
                        sha256=digest, metrics=metrics, **common)
     return IngestResult("accepted", recording_id=recording.id, metrics=metrics)

@@ -74,22 +74,36 @@ def _resample(wav: np.ndarray, sr: int) -> np.ndarray:
     return resample_poly(wav, SAMPLE_RATE // g, sr // g).astype(np.float32)
 
 
-def _decode_av(data: bytes) -> tuple[np.ndarray, int, int]:
+# Containers PyAV may open (FFmpeg demuxer names): the browser's WebM, Ogg/Opus, MP3, MP4/M4A.
+# Anything else FFmpeg could guess (playlists, images, …) is refused before demuxing.
+AV_FORMATS = ("matroska", "webm", "ogg", "mp3", "mov", "mp4", "m4a")
+
+
+def _decode_av(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, int]:
     import av
 
+    limit = int(max_seconds * SAMPLE_RATE)
     try:
         with av.open(io.BytesIO(data)) as container:
+            if not set(container.format.name.split(",")) & set(AV_FORMATS):
+                raise AudioError(f"container {container.format.name!r} is not accepted; use WAV, FLAC, OGG, "
+                                 "WebM, MP3 or MP4 audio")
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise AudioError("the file has no audio stream")
             channels = stream.codec_context.channels or 1
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            chunks, rate = [], stream.codec_context.sample_rate or SAMPLE_RATE
+            chunks, rate, total = [], stream.codec_context.sample_rate or SAMPLE_RATE, 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
+                    total += chunks[-1].size
+                if total > limit:  # a few KB of tiny packets can expand to hours: stop early
+                    raise AudioError(f"lasts more than {max_seconds:.0f} s; the limit is {max_seconds:.0f} s")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
+    except AudioError:
+        raise
     except (av.error.FFmpegError, StopIteration, ValueError) as e:
         raise AudioError(f"not a readable audio file ({e})") from e
     if not chunks:
@@ -123,9 +137,7 @@ def decode(data: bytes, max_seconds: float = 600.0) -> Decoded:
     except (sf.LibsndfileError, RuntimeError, TypeError):
         info = None
     if info is None:  # not WAV/FLAC/OGG-Vorbis: try the browser's WebM/Opus via PyAV
-        wav, rate, channels = _decode_av(data)
-        if len(wav) > max_seconds * SAMPLE_RATE:
-            raise AudioError(f"lasts {len(wav) / SAMPLE_RATE:.0f} s; the limit is {max_seconds:.0f} s")
+        wav, rate, channels = _decode_av(data, max_seconds)
         return Decoded(wav, rate, channels)
     declared = _wav_declared_frames(data)
     if declared is not None and declared > max_seconds * info.samplerate:  # refuse a 10-hour header cheaply

@@ -117,7 +117,7 @@ def issue_token(user_id: str, secret: str, max_age_s: int = DEFAULT_TOKEN_SECOND
 def verify_token(token: str | None, secret: str, *, audience: str = USER_AUDIENCE) -> str | None:
     """The id inside a valid token for ``audience``; None for a missing, malformed, forged, expired or
     other-audience token."""
-    if not token or token.count(".") != 1:
+    if not token or token.count(".") != 1 or not token.isascii():  # compare_digest refuses non-ASCII str
         return None
     payload, signature = token.split(".")
     if not hmac.compare_digest(signature, _sign(payload, secret)):

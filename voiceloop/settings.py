@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # "development" allows the built-in secret key; anything else refuses to start without one.
     environment: str = "development"
     secret_key: str | None = None
+    # Keys the digests deletion requests leave behind (so erased people stay out of re-imports). Never
+    # rotate it: a new key forgets every earlier erasure. Defaults to the session secret.
+    erasure_key: str | None = None
     max_upload_bytes: int = 10 * 1024 * 1024
     # Share of label tasks transcribed twice (agreement = CER between the two transcripts).
     double_label_share: float = 0.2
@@ -50,6 +53,10 @@ class Settings(BaseSettings):
             raise ValueError("VOICELOOP_SECRET_KEY must be set outside development "
                              f"(VOICELOOP_ENVIRONMENT={self.environment!r})")
         return "voiceloop-development-only-secret"
+
+    @property
+    def erasure_secret(self) -> str:
+        return self.erasure_key or self.session_secret
 
     def with_data_dir(self, data_dir: Path | None) -> Settings:
         return self if data_dir is None else self.model_copy(update={"data_dir": data_dir})

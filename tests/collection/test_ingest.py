@@ -187,3 +187,37 @@ def test_48k_stereo_is_stored_as_16k_mono(catalog, audio_store):
     info = sf.info(io.BytesIO(audio_store.get(rec.uri)))
     assert info.subtype == "PCM_16"
     assert rec.prompt_text == "거실 불 켜줘"
+
+
+def test_compressed_audio_that_expands_past_the_limit_is_refused_while_decoding():
+    """Opus packets of a few bytes can expand to hours: decoding stops at the limit instead of
+    filling memory (the web upload's size cap alone would not prevent it)."""
+    import av
+    import numpy as np
+
+    from asr.audio import AudioError
+    from collection.qc import decode
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm") as out:
+        stream = out.add_stream("libopus", rate=48000)
+        stream.layout = "mono"
+        silence = np.zeros((1, 960), dtype=np.float32)
+        for i in range(50 * 70):  # 70 s of 20 ms frames
+            frame = av.AudioFrame.from_ndarray(silence, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i * 960
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with pytest.raises(AudioError, match="limit is 60 s"):
+        decode(buf.getvalue(), max_seconds=60)
+    assert decode(buf.getvalue(), max_seconds=120).wav.size > 60 * 16000
+
+
+def test_containers_outside_the_accepted_list_are_refused():
+    from asr.audio import AudioError
+    from collection.qc import decode
+
+    with pytest.raises(AudioError, match="not a readable audio file|not accepted"):
+        decode(b"#EXTM3U\n#EXTINF:10,\nhttp://example.com/a.mp3\n")

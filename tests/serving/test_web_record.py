@@ -56,6 +56,7 @@ def test_consent_creates_speaker_and_consent(app):
         assert (speaker.persona, speaker.source, speaker.age_band, speaker.gender, speaker.dialect) == (
             "real", "upload", "30s", "female", "standard")
         assert speaker.external_id.startswith("web-")
+        assert started["reference"] == speaker.id  # what the contributor quotes to withdraw
         consent = session.get(Consent, speaker.consent_id)
         assert (consent.subject_type, consent.subject_id, consent.text_version) == ("speaker", speaker.id, "test-1")
         assert consent.scope_training and consent.scope_human_review and consent.retention_days == 30

@@ -67,7 +67,7 @@ def revoke(
     def go():
         with session_scope(settings.catalog) as session:
             return revoke_consent(session, store, subject, actor=actor or getpass.getuser(),
-                                  secret=settings.session_secret, check_models=models)
+                                  secret=settings.erasure_secret, check_models=models)
 
     _run(go)
 
@@ -89,7 +89,7 @@ def delete(
     def go():
         with session_scope(settings.catalog) as session:
             return [delete_speaker(session, store, speaker_id, actor=actor or getpass.getuser(), reason=reason,
-                                   secret=settings.session_secret, check_models=models)]
+                                   secret=settings.erasure_secret, check_models=models)]
 
     _run(go)
 
@@ -108,7 +108,7 @@ def expire(
 
     def go():
         with session_scope(settings.catalog) as session:
-            return expire_retention(session, store, secret=settings.session_secret, actor=actor or "retention",
+            return expire_retention(session, store, secret=settings.erasure_secret, actor=actor or "retention",
                                     check_models=models)
 
     reports = _run(go)

@@ -49,7 +49,7 @@ def _command(fmt: str):  # noqa: ANN202 - a typer command
                                        language=language or settings.language, limit=limit, corpus=corpus,
                                        licence=licence, retention_days=retention_days,
                                        retry_rejected=retry_rejected, commit_every=200, progress=not json_out,
-                                       erasure_secret=settings.session_secret)
+                                       erasure_secret=settings.erasure_secret)
             except (CorpusError, ValueError) as e:
                 typer.echo(f"error: {e}", err=True)
                 raise typer.Exit(2) from e

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Annotated
 
 import markdown
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from collection import labeling, workbench
@@ -89,8 +89,12 @@ def audio(recording_id: str, user: CurrentUser, session: SessionDep, store: Stor
         recording = workbench.audio_for(session, user, recording_id)
     except LabelingError as e:
         raise http_error(e) from e
-    headers = {"Cache-Control": "private, max-age=3600"}
+    # no-store: a deletion or a withdrawn consent must not leave copies in browser caches
+    headers = {"Cache-Control": "no-store"}
     path = store.local_path(recording.uri)
     if path is not None and path.is_file():
         return FileResponse(path, media_type="audio/wav", headers=headers)  # supports Range (seeking)
-    return Response(store.get(recording.uri), media_type="audio/wav", headers=headers)
+    try:
+        return Response(store.get(recording.uri), media_type="audio/wav", headers=headers)
+    except FileNotFoundError as e:
+        raise HTTPException(404, f"the audio of {recording_id} is missing from the store") from e

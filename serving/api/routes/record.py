@@ -60,7 +60,9 @@ def give_consent(fields: FormFields, form: ConsentFormDep, plan: PlanDep, sessio
         raise http_error(e) from e
     session.commit()
     token = issue_token(speaker.id, settings.session_secret, CONTRIBUTOR_TOKEN_SECONDS, audience=CONTRIBUTOR_AUDIENCE)
-    return {"token": token, "prompt": _prompt(prompt), "environment": environment,
+    # The speaker id is the withdrawal reference: random, meaningless to others, and what
+    # `voiceloop consent revoke` takes.
+    return {"token": token, "reference": speaker.id, "prompt": _prompt(prompt), "environment": environment,
             "per_speaker": plan.utterances.per_speaker}
 
 
@@ -86,7 +88,7 @@ def upload(response: Response, speaker_id: ContributorId, plan: PlanDep, session
         result = contributors.submit_recording(session, store, plan, speaker_id=speaker_id,
                                                submission_id=submission_id, prompt_id=prompt_id,
                                                environment=environment, audio=audio.file.read(),
-                                               erasure_secret=settings.session_secret)
+                                               erasure_secret=settings.erasure_secret)
         session.commit()  # a rejection is kept too
         if not result.ok:
             raise HTTPException(409 if result.reason == "duplicate" else 422,

@@ -63,6 +63,7 @@
       return;
     }
     state.token = answer.body.token;
+    $("reference").textContent = answer.body.reference;
     if (answer.body.environment) $("environment").value = answer.body.environment;
     $("consent-step").hidden = true;
     $("record-step").hidden = false;
