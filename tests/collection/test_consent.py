@@ -259,6 +259,36 @@ def test_expire_retention(catalog, audio_store, clips):
         assert expire_retention(s, audio_store, secret=SECRET, check_models=False) == []  # re-run: nothing left
 
 
+def test_renewed_consent_is_not_erased_by_the_lapsed_one(catalog, audio_store, clips):
+    """A speaker whose consent lapsed renews it before the retention job runs: the job must not erase
+    what the new consent covers."""
+    with session_scope(catalog) as s:
+        spk, recs = speaker_with_recordings(s, audio_store, clips, "renewer", 1, retention_days=30)
+        s.get(Consent, spk.consent_id).granted_at = utcnow() - timedelta(days=31)
+        grant_consent(s, subject_type="speaker", subject_id=spk.id, text_version="v2", scope_training=True,
+                      scope_human_review=True, retention_days=365, checklist=["voice", "purpose"])
+    with session_scope(catalog) as s:
+        assert expire_retention(s, audio_store, secret=SECRET, check_models=False) == []
+        assert s.get(Speaker, spk.id) is not None and sorted(s.scalars(select(Recording.id))) == sorted(recs)
+
+
+def test_a_replayed_request_does_not_bring_erased_audio_back(catalog, audio_store, clips):
+    common = {"confidence": 0.8, "latency_ms": 120.0, "model_version": "voiceloop-asr/3", "language": "ko",
+              "erasure_secret": SECRET}
+    with session_scope(catalog) as s:
+        grant_device_consent(s, device_id="tv-1", text_version="d1", scope_training=True, retention_days=30)
+        wav = clips.take()[0]
+        rec_id = record_production(s, audio_store, request_id="q1", device_id="tv-1", audio=wav, hypothesis="a",
+                                   **common).recording_id
+        speaker_id = s.get(Recording, rec_id).speaker_id
+        delete_speaker(s, audio_store, speaker_id, actor="ops", reason="request", secret=SECRET, check_models=False)
+    with session_scope(catalog) as s:  # Kafka redelivers q1 (at-least-once) and the device re-sends the audio
+        grant_device_consent(s, device_id="tv-1", text_version="d2", scope_training=True, retention_days=30)
+        assert record_production(s, audio_store, request_id="q1", device_id="tv-1", audio=wav, hypothesis="a",
+                                 **common).recording_id is None
+        assert s.scalar(select(func.count()).select_from(Recording)) == 0 and audio_store.keys() == []
+
+
 def test_production_audio_only_with_device_consent(catalog, audio_store, clips):
     common = {"confidence": 0.8, "latency_ms": 120.0, "model_version": "voiceloop-asr/3", "language": "ko"}
     with session_scope(catalog) as s:
