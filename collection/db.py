@@ -7,6 +7,7 @@ data dir needs no manual step; ``voiceloop db upgrade`` does the same explicitly
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +16,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -49,9 +51,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+_upgrade_lock = threading.Lock()
+MIGRATION_LOCK = 0x766C6F6F70  # "vloop": one PostgreSQL advisory lock id for schema migrations
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the schema at ``url`` to ``revision`` (idempotent)."""
-    command.upgrade(alembic_config(url), revision)
+    """Bring the schema at ``url`` to ``revision`` (idempotent). On PostgreSQL, replicas starting
+    together take turns (an advisory lock), so two of them never race to create the same tables."""
+    with _upgrade_lock:  # alembic's `context` is process-global: one migration at a time per process
+        if url.startswith("postgresql"):
+            _upgrade_postgresql(url, revision)
+        elif url.startswith("sqlite") and url.split(":///", 1)[-1] not in ("", ":memory:"):
+            lock_path = Path(url.split(":///", 1)[-1] + ".migrate-lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with lock_path.open("a") as lock:  # other processes on this machine take turns
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                command.upgrade(alembic_config(url), revision)
+        else:
+            command.upgrade(alembic_config(url), revision)
+
+
+def _upgrade_postgresql(url: str, revision: str) -> None:
+    cfg = alembic_config(url)
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            conn.commit()
+            try:
+                cfg.attributes["connection"] = conn  # env.py migrates on this connection
+                command.upgrade(cfg, revision)
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 _factories: dict[str, sessionmaker[Session]] = {}

@@ -78,3 +78,19 @@ def test_ingest_stores_canonical_audio_with_speaker_and_qc(catalog, audio_store)
         assert rec.prompt_text == "거실 불 일곱 시에 켜줘"  # normalised with the language pack
         wav, sr = sf.read(io.BytesIO(audio_store.get(rec.uri)))
         assert sr == 16000 and wav.ndim == 1 and sha256_bytes(audio_store.get(rec.uri)) == rec.sha256
+
+
+def test_replicas_migrating_a_fresh_database_at_once_do_not_collide(catalog_url):
+    """Three processes upgrade the same empty database together (API replicas starting at once):
+    every one succeeds and the schema is complete."""
+    import subprocess
+    import sys
+
+    code = "import sys; from collection.db import upgrade; upgrade(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, catalog_url], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0], results
+    engine = make_engine(catalog_url)
+    assert {t.name for t in Base.metadata.sorted_tables} <= set(inspect(engine).get_table_names())
+    engine.dispose()
