@@ -22,7 +22,7 @@ from collection.dataplan import DataPlan, load_dataplan
 from collection.db import connect
 from collection.store import AudioStore
 from serving.api.deps import render, wants_html
-from serving.api.limits import BodyLimit
+from serving.api.limits import BodyLimit, SameOrigin
 from serving.api.routes import admin, auth, labeling, record, review
 from serving.web import STATIC_DIR
 from voiceloop.settings import Settings, get_settings
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, plan: str | Path | DataPlan 
     app.state.plan = data_plan
     app.state.consent_form = consent_form(data_plan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(SameOrigin)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

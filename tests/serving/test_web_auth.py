@@ -199,3 +199,22 @@ def test_audio_only_for_the_assigned_labeler(tmp_path, catalog_url, tiny_studio)
     # Seeking (Ctrl+R replays from the start) needs byte ranges.
     part = login(TestClient(app), seeded.reviewer).get(url, headers={"Range": "bytes=0-99"})
     assert part.status_code == 206 and len(part.content) == 100
+
+
+def test_cross_site_posts_are_refused(tmp_path, catalog_url):
+    """A page on another site cannot make a logged-in browser post here (CSRF); same-site posts and
+    clients that send no Origin (API clients, devices) pass."""
+    app = make_app(tmp_path, catalog_url)
+    with session_of(app) as session:
+        create_user(session, "lab", "labeler", PASSWORD)
+        session.commit()
+    client = TestClient(app)
+    login(client, "lab")
+    evil = client.post("/logout", headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and "cross-site" in evil.json()["detail"]
+    assert client.get("/api/me").status_code == 200  # still logged in: the forged logout did nothing
+    forged_login = client.post("/login", data={"username": "lab", "password": PASSWORD},
+                               headers={"Referer": "https://evil.example/page"})
+    assert forged_login.status_code == 403
+    assert client.post("/logout", headers={"Origin": "http://testserver"}).status_code in (200, 303)
+    assert client.get("/api/me").status_code == 401
