@@ -38,6 +38,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connec
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
+    # pysqlite's own transaction handling emits no BEGIN before a SAVEPOINT, so releasing a savepoint
+    # (session.begin_nested(), as ingest uses) would COMMIT the whole outer transaction. Take control:
+    # no implicit transactions from the driver, an explicit BEGIN from SQLAlchemy (below).
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+    # IMMEDIATE takes the write lock up front: a deferred transaction that reads, then writes, can fail
+    # at once with SQLITE_BUSY when another writer committed meanwhile; IMMEDIATE waits (busy_timeout).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -47,6 +57,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 

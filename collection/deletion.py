@@ -367,3 +367,15 @@ def was_erased(session: Session, secret: str, *, source: str | None = None, exte
         if any(d in stones.get(kind, ()) for kind, d in wanted):
             return True
     return False
+
+
+def sweep_orphans(session: Session, store: AudioStore, *, min_age_s: float = 3600.0) -> int:
+    """Delete stored audio that no recording references (a crashed import, a rolled-back upload): such
+    files escape deletion requests, which find audio through the catalog. Returns how many went."""
+    referenced = set(session.scalars(select(Recording.sha256)))
+    doomed = store.unreferenced(referenced, min_age_s)
+    for key in doomed:
+        store.delete(key)
+    if doomed:
+        log.info("removed %d unreferenced audio file(s) from the store", len(doomed))
+    return len(doomed)

@@ -8,8 +8,10 @@ the same once ``s3fs`` is installed. Storing the same bytes twice writes them on
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import fsspec
@@ -75,6 +77,23 @@ class AudioStore:
         if not self.fs.exists(self.root):
             return []
         return sorted(p.rsplit("/", 1)[-1].split(".", 1)[0] for p in self.fs.find(self.root) if ".tmp-" not in p)
+
+    def unreferenced(self, referenced: set[str], min_age_s: float) -> list[str]:
+        """Stored sha256 keys not in ``referenced`` whose file is older than ``min_age_s`` seconds (younger
+        ones may belong to a catalog transaction still in flight)."""
+        if not self.fs.exists(self.root):
+            return []
+        now, out = time.time(), []
+        for path, info in self.fs.find(self.root, detail=True).items():
+            key = path.rsplit("/", 1)[-1].split(".", 1)[0]
+            if ".tmp-" in path or key in referenced:
+                continue
+            mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+            if isinstance(mtime, datetime):
+                mtime = mtime.timestamp()
+            if mtime is not None and max(now - float(mtime), 0.0) >= min_age_s:  # fs clocks may run ahead
+                out.append(key)
+        return sorted(out)
 
     def local_path(self, uri: str) -> Path | None:
         """The file's path when the store is local (for readers that need one), else None."""

@@ -94,3 +94,20 @@ def test_replicas_migrating_a_fresh_database_at_once_do_not_collide(catalog_url)
     engine = make_engine(catalog_url)
     assert {t.name for t in Base.metadata.sorted_tables} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_audio_left_behind_by_a_rolled_back_transaction_is_swept(catalog, audio_store):
+    """An upload whose catalog transaction rolled back leaves a file no recording points at; deletion
+    requests would never find it, so the retention job sweeps such files (once they are old enough)."""
+    from collection.deletion import sweep_orphans
+
+    with catalog() as s:  # no commit: rolled back
+        kept_in_store = ingest(s, audio_store, _tone_wav(seed=1), source="upload", external_id="lost")
+        s.rollback()
+    with session_scope(catalog) as s:
+        stored = ingest(s, audio_store, _tone_wav(seed=2), source="upload", external_id="kept")
+    assert kept_in_store.status == stored.status == "accepted" and len(audio_store.keys()) == 2
+    with session_scope(catalog) as s:
+        assert sweep_orphans(s, audio_store) == 0  # too young: may belong to a transaction in flight
+        assert sweep_orphans(s, audio_store, min_age_s=0) == 1
+        assert audio_store.keys() == [s.scalar(select(Recording.sha256))]

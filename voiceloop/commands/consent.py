@@ -100,9 +100,11 @@ def expire(
     models: ModelsOpt = True,
     data_dir: DataOpt = None,
 ) -> None:
-    """Erase speakers and production audio whose consent's retention period has passed."""
+    """Erase speakers and production audio whose consent's retention period has passed, and stored audio
+    no recording references (older than an hour)."""
     from collection.consent import expire_retention
     from collection.db import session_scope
+    from collection.deletion import sweep_orphans
 
     settings, store = _context(data_dir, models)
 
@@ -112,4 +114,6 @@ def expire(
                                     check_models=models)
 
     reports = _run(go)
-    console.print(f"{len(reports)} deletion(s) for expired retention")
+    with session_scope(settings.catalog) as session:
+        swept = sweep_orphans(session, store)
+    console.print(f"{len(reports)} deletion(s) for expired retention, {swept} unreferenced audio file(s) removed")
