@@ -97,6 +97,8 @@ def grant_consent(
         raise ConsentError(f"unknown subject_type {subject_type!r}; valid: {list(SUBJECT_TYPES)}")
     if not subject_id or len(subject_id) > 64:
         raise ConsentError(f"subject_id must be 1-64 characters, got {subject_id!r}")
+    if text_version and len(text_version) > 64:
+        raise ConsentError(f"text_version is {len(text_version)} characters; at most 64")
     if not text_version:
         raise ConsentError("text_version is required (the version of the consent text the subject saw)")
     if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days <= 0:
@@ -261,6 +263,8 @@ def record_production(
     ``erasure_secret``, a replay of a request whose audio a deletion erased does not store it again."""
     if not request_id or len(request_id) > 64:
         raise ValueError(f"request_id must be 1-64 characters, got {request_id!r}")
+    if not device_id or len(device_id) > 64:  # the catalog's column width, the same on every database
+        raise ValueError(f"device_id must be 1-64 characters, got {device_id!r}")
     utt = session.get(ProductionUtterance, request_id)
     if utt is None:
         try:

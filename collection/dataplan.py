@@ -262,6 +262,8 @@ def _consent(spec: Any) -> ConsentTerms:
     version = spec.get("text_version")
     if not isinstance(version, str | int) or not str(version).strip():
         raise _fail("consent.text_version", f"must name the consent form's text version, got {version!r}")
+    if len(str(version)) > 64:  # consents.text_version is String(64)
+        raise _fail("consent.text_version", f"is {len(str(version))} characters; at most 64")
     retention = _count("consent.retention_days", spec.get("retention_days"), 1)
     scopes = _values("consent.scopes", spec.get("scopes"), CONSENT_SCOPES)
     return ConsentTerms(str(version), retention, scopes)
