@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -107,15 +108,18 @@ def totals(statuses: Sequence[CellStatus]) -> tuple[int, int, int]:
 
 
 def status_table(statuses: Sequence[CellStatus], title: str = "", only_gaps: bool = False) -> Table:
-    """A rich table, one row per cell (only cells below target when ``only_gaps``), totals in the footer."""
+    """A rich table, one row per cell (only cells below target when ``only_gaps``), totals in the footer;
+    ``left`` = utterances still missing, ``labeled`` = recordings with a reviewed label."""
     target, collected, labeled = totals(statuses)
-    table = Table(title=title or None, show_footer=True)
-    for axis, foot in zip(AXES, ("total", "", "", ""), strict=True):
-        table.add_column(axis.replace("_", " "), footer=foot)
-    table.add_column("target", justify="right", footer=str(target))
-    table.add_column("collected", justify="right", footer=str(collected))
-    table.add_column("labeled", justify="right", footer=str(labeled))
-    table.add_column("remaining", justify="right", footer=str(target - collected))
+    # Short headers and a light box: the table fits an 80-column terminal.
+    table = Table(title=title or None, show_footer=True, box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    for header, foot in zip(("age", "gender", "dialect", "env"), ("total", "", "", ""), strict=True):
+        table.add_column(header, footer=foot, no_wrap=True)
+    table.add_column("target", justify="right", footer=str(target), min_width=6)
+    table.add_column("collected", justify="right", footer=str(collected), min_width=9)
+    table.add_column("labeled", justify="right", footer=str(labeled), min_width=7)
+    table.add_column("left", justify="right", footer=str(target - collected), min_width=4)
     table.add_column("fill", justify="right", footer=f"{collected / target:.0%}" if target else "-")
     for s in statuses:
         if only_gaps and s.remaining == 0:

@@ -248,6 +248,6 @@ def collect_synthetic(catalog: Session | sessionmaker[Session], store: AudioStor
     with scope() as session:
         remaining = sum(s.remaining for s in plan_status(session, plan))
     result = CollectResult(plan.name, rendered, accepted, sum(reasons.values()), remaining, dict(reasons))
-    logger.info("plan %s: rendered %d, accepted %d, refused %d by QC, %d still missing", plan.name, rendered,
+    logger.debug("plan %s: rendered %d, accepted %d, refused %d by QC, %d still missing", plan.name, rendered,
                 accepted, result.rejected, remaining)
     return result
