@@ -66,7 +66,7 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
                   f"{collected.remaining} utterances still missing from plan {DATA_PLAN!r}")
     queued = queue_for_labeling(settings, uri, model_version=f"{settings.model_name}/{version}")
     people = simulated_labeling(settings)
-    console.print(f"{queued} label tasks queued and pre-labelled by {uri}; simulated labelers "
+    console.print(f"{queued} new label tasks; open tasks pre-labelled by {uri}; simulated labelers "
                   f"{', '.join(people.labelers)} submitted {people.submitted}, the simulated reviewer decided "
                   f"{people.reviewed} (agreeing double transcriptions need no reviewer)")
     with session_scope(settings.catalog) as session:
