@@ -14,6 +14,7 @@ from collection.models import Label, LabelTask, Speaker, User
 from collection.store import AudioStore
 
 SECRET = "test-audit-secret"
+RATIOS = {"train": 0.5, "dev": 0.25, "test": 0.25}
 ENVIRONMENTS = ("quiet", "tv", "kitchen", "far_field")
 _serial = itertools.count()
 

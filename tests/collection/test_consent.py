@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from _dataset_helpers import (
+    RATIOS,
     SECRET,
     Clips,
     add_recording,
@@ -49,13 +50,6 @@ from collection.models import (
     utcnow,
 )
 from collection.store import AudioStore
-
-RATIOS = {"train": 0.5, "dev": 0.25, "test": 0.25}
-
-
-@pytest.fixture
-def clips(tiny_studio) -> Clips:
-    return Clips(tiny_studio)
 
 
 def short_wav() -> bytes:

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from _dataset_helpers import Clips, add_recording, add_speaker, labeler, speaker_with_recordings
+from _dataset_helpers import RATIOS, Clips, add_recording, add_speaker, labeler, speaker_with_recordings
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -25,13 +25,6 @@ from collection.db import connect, session_scope
 from collection.manifest import SLICE_KEYS, load_split, manifest_hash, read_jsonl
 from collection.models import Consent, DatasetMember, DatasetVersion, utcnow
 from collection.store import AudioStore
-
-RATIOS = {"train": 0.5, "dev": 0.25, "test": 0.25}
-
-
-@pytest.fixture
-def clips(tiny_studio) -> Clips:
-    return Clips(tiny_studio)
 
 
 def seed_speakers(catalog, audio_store, clips, n: int, prefix: str = "s", per: int = 2) -> dict[str, list[str]]:
