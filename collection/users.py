@@ -18,6 +18,7 @@ import secrets
 import time
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import ROLES, User
@@ -64,15 +65,22 @@ def create_user(session: Session, username: str, role: str, password: str, *, si
     existing user (password unchanged) when the role matches and raises ValueError when it differs."""
     username = username.strip().lower()
     _check_new_user(username, role, password)
-    existing = session.scalar(select(User).where(User.username == username))
-    if existing is not None:
-        if existing.role != role:
-            raise ValueError(f"user {username!r} already exists with role {existing.role!r}, not {role!r}")
+    if (existing := _existing(session, username, role)) is not None:
         return existing
     user = User(username=username, role=role, password_hash=hash_password(password), simulated=simulated)
-    session.add(user)
-    session.flush()
+    try:
+        with session.begin_nested():  # two admins adding the same name at once: the unique index decides
+            session.add(user)
+    except IntegrityError:
+        return _existing(session, username, role)
     return user
+
+
+def _existing(session: Session, username: str, role: str) -> User | None:
+    existing = session.scalar(select(User).where(User.username == username))
+    if existing is not None and existing.role != role:
+        raise ValueError(f"user {username!r} already exists with role {existing.role!r}, not {role!r}")
+    return existing
 
 
 def get_user(session: Session, user_id: str) -> User | None:

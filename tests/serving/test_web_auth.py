@@ -127,6 +127,28 @@ def test_passwords_and_users(catalog):
         assert authenticate(session, "alice", PASSWORD) is None
 
 
+def test_the_same_user_added_twice_at_once_is_one_user(catalog):
+    import threading
+
+    ids: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def add() -> None:
+        with catalog() as session:
+            barrier.wait()
+            ids.append(create_user(session, "mina", "labeler", PASSWORD).id)
+            session.commit()
+
+    threads = [threading.Thread(target=add) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with catalog() as session:
+        (only,) = session.query(User).filter_by(username="mina").all()
+    assert ids == [only.id, only.id]
+
+
 def test_tokens_reject_forgery_expiry_and_other_audiences():
     token = issue_token("usr-1", SECRET)
     assert verify_token(token, SECRET) == "usr-1"
