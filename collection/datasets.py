@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .db import in_chunks
 from .labeling import reviewed_transcripts
 from .manifest import (
     RECORDINGS,
@@ -129,9 +130,10 @@ def _frozen_labels(session: Session, include_simulated: bool) -> dict[str, tuple
     out: dict[str, tuple[Label, User | None, str]] = {}
     if not texts:
         return out
-    rows = session.execute(select(Label, User).outerjoin(User, User.id == Label.labeler_id)
-                           .where(Label.status == "reviewed", Label.recording_id.in_(list(texts)))
-                           .order_by(Label.recording_id, Label.round, Label.id))
+    rows = (row for chunk in in_chunks(texts) for row in session.execute(
+        select(Label, User).outerjoin(User, User.id == Label.labeler_id)
+        .where(Label.status == "reviewed", Label.recording_id.in_(chunk))
+        .order_by(Label.recording_id, Label.round, Label.id)))
     for label, user in rows:
         rid = label.recording_id
         if rid not in out or (out[rid][0].text != texts[rid] and label.text == texts[rid]):
@@ -172,8 +174,9 @@ def _entries(session: Session, store: AudioStore, ratios: dict[str, float], seed
     trainable = _trainable(session, now)
     skipped: Counter = Counter()
     entries = []
-    rows = session.execute(select(RecordingRow, SpeakerRow).join(SpeakerRow, SpeakerRow.id == RecordingRow.speaker_id)
-                           .where(RecordingRow.id.in_(list(labels))).order_by(RecordingRow.id)) if labels else []
+    rows = (row for chunk in in_chunks(labels) for row in session.execute(
+        select(RecordingRow, SpeakerRow).join(SpeakerRow, SpeakerRow.id == RecordingRow.speaker_id)
+        .where(RecordingRow.id.in_(chunk)).order_by(RecordingRow.id)))
     seen = set()
     for rec, speaker in rows:
         seen.add(rec.id)

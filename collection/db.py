@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,17 @@ def dispose(url: str) -> None:
         factory = _factories.pop(url, None)
     if factory is not None:
         factory.kw["bind"].dispose()
+
+
+IN_CHUNK = 10_000  # PostgreSQL (psycopg) takes at most 65,535 bound parameters per statement
+
+
+def in_chunks(values: Iterable[str], size: int | None = None) -> Iterator[list[str]]:
+    """``values`` sorted and cut into lists short enough for one ``IN (…)``. Sorted, so queries ordered by
+    the same column give one ordered result when their chunks are concatenated."""
+    ordered, size = sorted(set(values)), size or IN_CHUNK
+    for start in range(0, len(ordered), size):
+        yield ordered[start:start + size]
 
 
 @contextmanager

@@ -42,6 +42,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from asr.text import LanguagePack, get_language_pack
 
 from .agreement import agreement_cer, corrupt, edit_distance
+from .db import in_chunks
 from .labeling_report import LabelerStats, labeler_report, labeler_table
 from .models import (
     LABEL_FLAGS,
@@ -240,8 +241,10 @@ def create_tasks(
             rows.append({"id": new_id("tsk"), "recording_id": rid, "round": rnd, "priority": prio, "reason": reason,
                          "status": "open", "feedback_id": feedback_id, "created_at": now})
     _insert_tasks(session, rows)
-    created = session.scalars(select(LabelTask).where(LabelTask.id.in_([r["id"] for r in rows]))
-                              .order_by(*_queue_order())).all() if rows else []
+    # The fresh recordings had no task before, so their tasks are exactly the created ones; chunks of
+    # sorted ids keep the queue order (same priority and time: recording id leads) across chunks.
+    created = [task for chunk in in_chunks(fresh) for task in session.scalars(
+        select(LabelTask).where(LabelTask.recording_id.in_(chunk)).order_by(*_queue_order()))]
     log.info("label tasks: %d created for %d recording(s), %d moved up", len(created), len(fresh), len(touched))
     return [*touched, *created]
 
@@ -341,9 +344,10 @@ def assign(session: Session, labelers: list[User], *, per_labeler: int | None = 
         LabelTask.status == "open", LabelTask.assignee_id.is_(None), human_review_allowed())
         .order_by(*_queue_order())).all()
     holders: dict[str, set[str]] = defaultdict(set)
-    for rid, uid in session.execute(select(LabelTask.recording_id, LabelTask.assignee_id).where(
-            LabelTask.assignee_id.is_not(None), LabelTask.recording_id.in_(sorted({t.recording_id for t in tasks})))):
-        holders[rid].add(uid)
+    for chunk in in_chunks(t.recording_id for t in tasks):
+        for rid, uid in session.execute(select(LabelTask.recording_id, LabelTask.assignee_id).where(
+                LabelTask.assignee_id.is_not(None), LabelTask.recording_id.in_(chunk))):
+            holders[rid].add(uid)
     turn = given = 0
     for task in tasks:
         if per_labeler is not None and all(n >= per_labeler for n in held.values()):

@@ -413,6 +413,29 @@ def test_simulated_labeler_makes_about_the_configured_error_rate(catalog):
     assert corrupt(TEXTS[1], 0.0, rng_a, "가나다") == TEXTS[1]
 
 
+def test_queueing_and_assigning_in_chunks_gives_the_same_queue(catalog, monkeypatch):
+    """Big catalogs are queried in chunks (PostgreSQL takes at most 65,535 parameters per statement);
+    chunking must not change what is created or its order."""
+    import collection.db
+
+    with session_scope(catalog) as s:
+        add_recordings(s, 11)
+        monkeypatch.setattr(collection.db, "IN_CHUNK", 3)
+        created = create_tasks(s, double_share=0.5)
+        assert [t.id for t in created] == [t.id for t in tasks_for_all(s)]
+        assert len({t.recording_id for t in created}) == 11
+        a, b = add_user(s, "a"), add_user(s, "b")
+        assert assign(s, [a, b]) == len(created)
+        assert all(len({t.assignee_id for t in tasks_of(s, rid).values()}) == len(tasks_of(s, rid))
+                   for rid in {t.recording_id for t in created})
+
+
+def tasks_for_all(session) -> list[LabelTask]:
+    from collection.labeling import _queue_order
+
+    return session.scalars(select(LabelTask).order_by(*_queue_order())).all()
+
+
 def test_simulated_reviewer_accepts_close_labels_and_rejects_the_rest(catalog):
     with session_scope(catalog) as s:
         ids = add_recordings(s, 30)
