@@ -17,7 +17,6 @@ a retried upload return the first result instead of storing the audio twice.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import secrets
@@ -35,7 +34,7 @@ from .models import Recording, Speaker
 from .qc import QcConfig
 from .store import AudioStore
 from .studio.environments import ENVIRONMENTS
-from .studio.grammar import STANDARD, load_grammar
+from .studio.grammar import STANDARD, load_grammar, sentence_id
 from .studio.personas import AGE_BANDS, GENDERS
 
 SOURCE = "upload"
@@ -181,7 +180,7 @@ def _prompts(grammar: str | None, prompts: tuple[str, ...] | None, language: str
     if grammar:
         items = [Prompt(s.id, s.text) for s in load_grammar(grammar).sentences if s.dialect == STANDARD]
     else:
-        items = [Prompt(f"p-{hashlib.sha1(p.encode()).hexdigest()[:10]}", p) for p in prompts or ()]
+        items = [Prompt(sentence_id("prompt", p), p) for p in prompts or ()]  # the studio's ids for the same prompts
     return tuple((p, pack.normalize(p.text)) for p in items)
 
 

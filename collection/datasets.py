@@ -20,7 +20,6 @@ a redaction.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ from .manifest import (
 from .models import Consent, DatasetMember, DatasetVersion, Label, User, utcnow
 from .models import Recording as RecordingRow
 from .models import Speaker as SpeakerRow
-from .store import AudioStore
+from .store import AudioStore, stable_fraction
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,7 @@ def assign_split(speaker_id: str, ratios: dict[str, float], seed: int = 0) -> st
     """The split of a speaker: ``sha256(seed:speaker_id)`` mapped onto [0, 1) and cut at the cumulative
     ratios (in the given order). Depends only on the speaker, the seed and the ratios, so adding speakers
     never moves an existing one."""
-    digest = hashlib.sha256(f"{seed}:{speaker_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = stable_fraction(seed, speaker_id)
     total = sum(ratios.values())
     edge = 0.0
     for split, share in ratios.items():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import logging
 import re
 from collections import Counter
@@ -133,6 +132,14 @@ def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return path.open(encoding="utf-8", newline="")
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON lines of a corpus file (.gz too); a malformed line makes the corpus malformed."""
+    try:
+        yield from read_jsonl(path)
+    except ValueError as e:  # names the file and the line
+        raise CorpusError(str(e)) from e
 
 
 def _require(path: Path, what: str) -> Path:
@@ -301,10 +308,7 @@ class AudioFolder(CorpusFormat):
     @staticmethod
     def _rows(meta: Path) -> tuple[list[str], list[dict[str, Any]]]:
         if meta.suffix == ".jsonl":
-            try:
-                rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{meta}: not valid JSON lines ({e})") from e
+            rows = list(_jsonl(meta))
             return sorted({k for r in rows for k in r}), rows
         with meta.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
@@ -360,13 +364,6 @@ class Lhotse(CorpusFormat):
                 return pairs
         raise CorpusError(f"no recordings.jsonl[.gz] in {path} or its split folders")
 
-    @staticmethod
-    def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-        try:
-            yield from read_jsonl(path)
-        except ValueError as e:  # a malformed line: the corpus is malformed, stop here
-            raise CorpusError(str(e)) from e
-
     def _recording(self, rec_file: Path, d: dict[str, Any]) -> tuple[Path, float]:
         try:
             rid, sources, duration = d["id"], d["sources"], float(d["duration"])
@@ -386,9 +383,9 @@ class Lhotse(CorpusFormat):
         if not path.is_dir():
             raise CorpusError(f"{path} is not a directory of lhotse manifests")
         pairs = self._pairs(path)
-        recordings = {(rf, d.get("id")): self._recording(rf, d) for rf, _ in pairs for d in self._jsonl(rf)}
+        recordings = {(rf, d.get("id")): self._recording(rf, d) for rf, _ in pairs for d in _jsonl(rf)}
         for rec_file, sup_file in pairs:
-            for line_no, d in enumerate(self._jsonl(sup_file), 1):
+            for line_no, d in enumerate(_jsonl(sup_file), 1):
                 sid, rid = d.get("id") or f"{sup_file.name}:{line_no}", d.get("recording_id")
                 audio, rec_duration = recordings.get((rec_file, rid), (None, 0.0))
                 problem = None if audio else ("undecodable", f"{sup_file.name}: supervision {sid!r} names "

@@ -25,7 +25,6 @@ HTTP statuses.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import random
@@ -57,14 +56,14 @@ from .models import (
     new_id,
     utcnow,
 )
-from .store import AudioStore
+from .store import AudioStore, stable_fraction
 
 __all__ = [
     "DOUBLE_ROUNDS", "LOW_CONFIDENCE", "REASON_PRIORITY", "REVIEWER_ROLES", "UNUSABLE_FLAGS", "LabelerStats",
     "LabelingError", "agreement_cer", "assign", "cancel_tasks_without_consent", "corrupt", "create_tasks",
     "edit_distance", "get_task", "guidelines", "human_review_allowed", "is_double", "is_simulated",
-    "labeler_report", "labeler_table", "next_task", "prelabel", "review", "review_queue", "reviewed_transcripts",
-    "simulate_labeler", "simulate_reviewer", "submit", "tasks_for",
+    "labeler_report", "labeler_table", "may_listen", "next_task", "prelabel", "review", "review_queue",
+    "reviewed_transcripts", "simulate_labeler", "simulate_reviewer", "submit", "tasks_for",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,8 @@ def human_review_allowed() -> ColumnElement[bool]:
     return or_(speaker_consented, synthetic, device_consented)
 
 
-def _may_listen(session: Session, recording_id: str) -> bool:
+def may_listen(session: Session, recording_id: str) -> bool:
+    """Whether people may listen to the recording (its consent allows human review)."""
     return session.scalar(select(Recording.id).where(Recording.id == recording_id, human_review_allowed())) is not None
 
 
@@ -162,8 +162,7 @@ def _claim(session: Session, task: LabelTask, user: User) -> bool:
 def is_double(recording_id: str, share: float, seed: int = 0) -> bool:
     """Whether ``recording_id`` is among the ``share`` (0..1) transcribed twice: a hash of id and seed,
     so the choice is the same on every run and independent of the order recordings arrive in."""
-    digest = hashlib.sha256(f"{seed}:{recording_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+    return stable_fraction(seed, recording_id) < share
 
 
 def _insert_tasks(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -410,7 +409,7 @@ def get_task(session: Session, task_id: str, user: User) -> LabelTask:
         raise LabelingError("not_found", f"no label task {task_id!r}")
     if task.assignee_id != user.id and user.role not in REVIEWER_ROLES:
         raise LabelingError("forbidden", f"task {task_id} is not assigned to {user.username!r}")
-    if not _may_listen(session, task.recording_id):
+    if not may_listen(session, task.recording_id):
         raise LabelingError("forbidden", f"the consent for recording {task.recording_id} no longer allows "
                                          "human review")
     return task
@@ -591,7 +590,7 @@ def _requeue(session: Session, rejected: Label) -> None:
     rid = rejected.recording_id
     if session.scalar(select(LabelTask.id).where(LabelTask.recording_id == rid, LabelTask.status == "open")):
         return  # the other round is still being transcribed
-    if not _may_listen(session, rid):
+    if not may_listen(session, rid):
         return
     last = session.scalar(select(func.max(LabelTask.round)).where(LabelTask.recording_id == rid)) or 0
     source = session.get(LabelTask, rejected.task_id)

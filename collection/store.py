@@ -21,6 +21,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def stable_fraction(seed: int, key: str) -> float:
+    """``sha256(f"{seed}:{key}")`` mapped onto [0, 1): a choice that depends only on the key and the seed,
+    the same on every run and machine (split assignment, double-transcription sampling)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
+
+
 @dataclass(frozen=True)
 class StoredAudio:
     sha256: str

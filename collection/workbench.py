@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .labeling import REVIEWER_ROLES, LabelerStats, LabelingError, human_review_allowed, labeler_report, review_queue
+from .labeling import REVIEWER_ROLES, LabelerStats, LabelingError, labeler_report, may_listen, review_queue
 from .models import Label, LabelTask, Recording, User
 from .qc_report import QcReport, qc_report
 from .users import list_users
@@ -35,8 +35,7 @@ def audio_for(session: Session, user: User, recording_id: str) -> Recording:
         if mine is None:
             raise LabelingError("forbidden", f"recording {recording_id} is not in a task assigned to "
                                              f"{user.username!r}")
-    allowed = session.scalar(select(Recording.id).where(Recording.id == recording_id, human_review_allowed()))
-    if allowed is None:
+    if not may_listen(session, recording_id):
         raise LabelingError("forbidden", f"the consent for recording {recording_id} does not allow human review")
     return recording
 

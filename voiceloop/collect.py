@@ -16,6 +16,7 @@ from collection.dataplan import DataPlan, load_dataplan
 from collection.datasets import build_dataset
 from collection.db import session_scope
 from collection.labeling import (
+    LOW_CONFIDENCE,
     assign,
     create_tasks,
     prelabel,
@@ -42,18 +43,32 @@ def collect_for_plan(settings: Settings, plan: str | Path | DataPlan, *, limit: 
                              limit=limit, workers=workers, progress=progress)
 
 
-def queue_for_labeling(settings: Settings, model_uri: str | None = None, *, model_version: str | None = None) -> int:
-    """Queue every recording without a task (a share of them twice) and pre-label the open tasks with
-    ``model_uri`` (a checkpoint path or ``models:/…``). Returns the number of tasks created."""
+def queue_for_labeling(settings: Settings, model_uri: str | None = None) -> int:
+    """Queue every recording without a task (a share of them twice) and, with ``model_uri``, pre-label
+    the open tasks (:func:`prelabel_open_tasks`). Returns the number of tasks created."""
     with session_scope(settings.catalog) as session:
         created = len(create_tasks(session, double_share=settings.double_label_share))
     if model_uri:
-        from asr.inference import Recognizer
-
-        recognizer = Recognizer.load(model_uri, decoder="beam")
-        with session_scope(settings.catalog) as session:
-            prelabel(session, AudioStore(settings.audio_store), recognizer, model_version=model_version or model_uri)
+        prelabel_open_tasks(settings, model_uri)
     return created
+
+
+def prelabel_open_tasks(settings: Settings, model_uri: str | None = None, *, decoder: str = "beam",
+                        threshold: float = LOW_CONFIDENCE) -> tuple[int, str]:
+    """Pre-label the open tasks with ``model_uri`` (a checkpoint path, ``runs:/…`` or ``models:/…``;
+    default the champion). Returns (tasks pre-labelled, the model version that did it)."""
+    from asr.inference import Recognizer
+
+    from .pipeline import connect_mlflow
+
+    uri = model_uri or f"models:/{settings.model_name}@champion"
+    if uri.startswith(("models:/", "runs:/")):
+        connect_mlflow(settings)
+    recognizer = Recognizer.load(uri, decoder=decoder)
+    with session_scope(settings.catalog) as session:
+        n = prelabel(session, AudioStore(settings.audio_store), recognizer, model_version=recognizer.version,
+                     threshold=threshold)
+    return n, recognizer.version
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     collected = collect_for_plan(settings, DATA_PLAN)
     console.print(f"studio → catalog: {collected.accepted} accepted, {collected.rejected} refused by QC, "
                   f"{collected.remaining} utterances still missing from plan {DATA_PLAN!r}")
-    queued = queue_for_labeling(settings, uri, model_version=f"{settings.model_name}/{version}")
+    queued = queue_for_labeling(settings, uri)
     people = simulated_labeling(settings)
     console.print(f"{queued} new label tasks; open tasks pre-labelled by {uri}; simulated labelers "
                   f"{', '.join(people.labelers)} submitted {people.submitted}, the simulated reviewer decided "

@@ -82,28 +82,25 @@ def request_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
-def get_current_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+def get_optional_user(request: Request, session: SessionDep, settings: SettingsDep) -> User | None:
+    """The logged-in user (for the navigation on public pages), or None."""
     user_id = verify_token(request_token(request), settings.session_secret)
     user = get_user(session, user_id) if user_id else None
-    if user is None:
-        raise HTTPException(401, "not logged in, or the session expired: log in again",
-                            headers={"WWW-Authenticate": "Bearer"})
     request.state.user = user  # templates show who is logged in
     return user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
 
 
-def get_optional_user(request: Request, session: SessionDep, settings: SettingsDep) -> User | None:
-    """The logged-in user on public pages (for the navigation), or None."""
-    user_id = verify_token(request_token(request), settings.session_secret)
-    user = get_user(session, user_id) if user_id else None
-    request.state.user = user
+def get_current_user(user: OptionalUser) -> User:
+    if user is None:
+        raise HTTPException(401, "not logged in, or the session expired: log in again",
+                            headers={"WWW-Authenticate": "Bearer"})
     return user
 
 
-OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 def require_role(*roles: str) -> Callable[[User], User]:

@@ -76,22 +76,10 @@ def prelabel(
     data_dir: DataOpt = None,
 ) -> None:
     """Pre-label open tasks with the model's transcript and confidence (re-running skips done ones)."""
-    from asr.inference import Recognizer
-    from collection.db import session_scope
-    from collection.labeling import prelabel as run_prelabel
-    from collection.store import AudioStore
+    from ..collect import prelabel_open_tasks
 
-    from ..pipeline import connect_mlflow
-
-    settings = settings_for(data_dir)
-    uri = model or f"models:/{settings.model_name}@champion"
-    if uri.startswith(("models:/", "runs:/")):
-        connect_mlflow(settings)
-    recognizer = Recognizer.load(uri, decoder="greedy")
-    with session_scope(settings.catalog) as session:
-        n = run_prelabel(session, AudioStore(settings.audio_store), recognizer, model_version=recognizer.version,
-                         threshold=threshold)
-    console.print(f"{n} task(s) pre-labelled by {recognizer.version}")
+    n, version = prelabel_open_tasks(settings_for(data_dir), model, decoder="greedy", threshold=threshold)
+    console.print(f"{n} task(s) pre-labelled by {version}")
 
 
 @app.command()
