@@ -24,10 +24,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .datasets import aware, consent_in_force
+from .datasets import consent_in_force
 from .deletion import DeletionReport, delete_recordings, delete_speaker, subject_digest
 from .ingest import IngestResult, ensure_speaker, ingest
-from .models import AuditEntry, Consent, ProductionUtterance, Recording, Speaker, utcnow
+from .models import AuditEntry, Consent, ProductionUtterance, Recording, Speaker, aware, utcnow
 from .store import AudioStore
 
 log = logging.getLogger(__name__)

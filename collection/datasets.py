@@ -27,7 +27,7 @@ import shutil
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from .manifest import (
     manifest_hash,
     write_jsonl,
 )
-from .models import Consent, DatasetMember, DatasetVersion, Label, User, utcnow
+from .models import Consent, DatasetMember, DatasetVersion, Label, User, aware, utcnow
 from .models import Recording as RecordingRow
 from .models import Speaker as SpeakerRow
 from .store import AudioStore, stable_fraction
@@ -58,11 +58,6 @@ log = logging.getLogger(__name__)
 
 DATASET_FILE = "dataset.json"
 DEFAULT_SPLITS = {"train": 0.8, "dev": 0.1, "test": 0.1}
-
-
-def aware(dt: datetime) -> datetime:
-    """SQLite hands timestamps back without a zone; the catalog stores UTC."""
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def consent_in_force(consent: Consent | None, now: datetime, *, scope: str | None = "scope_training") -> bool:

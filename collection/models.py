@@ -41,6 +41,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(dt: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone; the catalog stores UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
 def new_id(prefix: str) -> str:
     """``<prefix>-<12 hex>``: random, so ids carry nothing about the person."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -241,6 +246,52 @@ class ProductionUtterance(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     recording_id: Mapped[str | None] = mapped_column(ForeignKey("recordings.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # How it arrived (http / ws / kafka), which model answered (champion / challenger on the
+    # canary share), the parsed command and the audio's length in seconds.
+    channel: Mapped[str | None] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(16))
+    command: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+
+
+class Device(Base):
+    """A speaker in a customer's home that calls the device API; ``device_type`` is a slice."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_type: Mapped[str] = mapped_column(String(32), default="speaker")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class DeviceKey(Base):
+    """One credential of a device, stored as the sha256 of the key (keys are 256-bit random, so a
+    plain hash is enough and costs microseconds per request). A rotated-out key keeps working until
+    ``expires_at`` (the overlap window)."""
+
+    __tablename__ = "device_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dk"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+
+
+class ShadowResult(Base):
+    """What the challenger said about a request it shadowed (never returned to the device)."""
+
+    __tablename__ = "shadow_results"
+    __table_args__ = (UniqueConstraint("request_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    hypothesis: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -29,6 +29,22 @@ class Settings(BaseSettings):
     # Share of label tasks transcribed twice (agreement = CER between the two transcripts).
     double_label_share: float = 0.2
 
+    # -- serving (voiceloop serve / worker) --
+    # A local checkpoint instead of models:/<model_name>@champion (no hot swap then).
+    model_path: Path | None = None
+    decoder: str = "greedy"
+    grammar: str = "ko_commands"
+    model_poll_seconds: float = 10.0
+    shadow: bool = False  # run @challenger on a copy of traffic, store its results, never return them
+    canary_share: float = 0.0  # share of requests answered by @challenger
+    device_rate_per_second: float = 5.0
+    device_burst: int = 20
+    max_command_seconds: float = 15.0
+    endpoint_silence_seconds: float = 0.6
+    max_stream_seconds: float = 10.0
+    inference_threads: int = 1  # torch threads per process; scale with processes/replicas instead
+    kafka_bootstrap: str = "127.0.0.1:9092"
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"

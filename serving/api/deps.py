@@ -5,6 +5,8 @@
 - ``CurrentUser``: the logged-in user, from ``Authorization: Bearer <token>`` or the session cookie;
   ``LabelerUser`` / ``ReviewerUser`` / ``AdminUser`` add the role check (403 otherwise).
 - ``ContributorId``: the speaker id inside a recording-page contributor token (form field ``token``).
+- ``CurrentDevice``: the device whose key is in ``Authorization: Bearer vlk_…`` (or ``X-Device-Key``),
+  rate limited per device (429); ``ServiceDep``: the recognition service (503 until a model is served).
 
 A missing, forged or expired token is a 401; :mod:`serving.api.main` turns it into a redirect to
 ``/login`` for a browser asking for a page.
@@ -17,15 +19,19 @@ from typing import Annotated
 
 from fastapi import Depends, Form, HTTPException, Request
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from collection.contributors import ConsentForm, ContributorError
 from collection.dataplan import DataPlan
 from collection.db import connect
 from collection.labeling import LabelingError
-from collection.models import User
+from collection.models import Device, User
 from collection.store import AudioStore
 from collection.users import get_user, verify_token
+from monitoring import metrics
+from serving.devices import KEY_PREFIX, authenticate_device
+from serving.ratelimit import RateLimiter
+from serving.recognition import RecognitionService
 from serving.web import TEMPLATES_DIR
 from voiceloop.settings import Settings
 
@@ -145,3 +151,51 @@ def render(request: Request, name: str, status_code: int = 200, **context: objec
     """A page from serving/web/templates, with the logged-in user (if any) for the navigation."""
     context.setdefault("user", getattr(request.state, "user", None))
     return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+# -- the device API ---------------------------------------------------------------------------
+DEVICE_KEY_HEADER = "x-device-key"
+
+
+def device_key(headers) -> str | None:  # noqa: ANN001 - Starlette Headers (HTTP and WebSocket)
+    """A device's key: ``Authorization: Bearer vlk_…`` or ``X-Device-Key: vlk_…``."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip().startswith(KEY_PREFIX):
+        return value.strip()
+    return headers.get(DEVICE_KEY_HEADER)
+
+
+def get_service(request: Request) -> RecognitionService:
+    service = request.app.state.recognition
+    if service is None or not service.models.ready:
+        raise HTTPException(503, "no model is being served yet (models:/<name>@champion is not set)",
+                            headers={"Retry-After": "10"})
+    return service
+
+
+ServiceDep = Annotated[RecognitionService, Depends(get_service)]
+
+
+def authenticate_request(catalog: sessionmaker[Session], headers, limiter: RateLimiter) -> Device:  # noqa: ANN001
+    """The calling device, rate limited. 401 for a missing/wrong/expired/revoked key, 429 past the limit.
+    Uses a session of its own, closed at once: on SQLite a session held for the whole request would hold
+    the write lock that recording the result needs."""
+    with catalog() as session:
+        device = authenticate_device(session, device_key(headers))
+    if device is None:
+        metrics.AUTH_FAILURES.inc()
+        raise HTTPException(401, "missing, unknown, expired or revoked device key "
+                                 "(send Authorization: Bearer vlk_…)", headers={"WWW-Authenticate": "Bearer"})
+    wait = limiter.acquire(device.id)
+    if wait:
+        metrics.RATE_LIMITED.inc()
+        raise HTTPException(429, f"rate limit of device {device.id!r} exceeded; retry in {wait:.1f} s",
+                            headers={"Retry-After": str(max(1, round(wait)))})
+    return device
+
+
+def get_device(request: Request) -> Device:
+    return authenticate_request(request.app.state.catalog, request.headers, request.app.state.rate_limiter)
+
+
+CurrentDevice = Annotated[Device, Depends(get_device)]

@@ -1,4 +1,4 @@
-"""Request guards: a body limit enforced while the body is read, and a same-origin check.
+"""Request guards (a body limit enforced while the body is read, a same-origin check) and request metrics.
 
 ``Content-Length`` is checked first (a declared oversize body is refused before a byte is read),
 but a client may omit it (chunked transfer) or lie, so the bytes are also counted as they arrive:
@@ -7,11 +7,14 @@ past ``max_bytes`` the read fails with 413 and the handler never sees a complete
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from monitoring import metrics
 
 
 class BodyTooLarge(HTTPException):
@@ -71,3 +74,31 @@ class SameOrigin:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class RequestMetrics:
+    """ASGI middleware: count and time every HTTP request by route template (``/v1/requests/{request_id}``,
+    never the concrete path, so ids do not explode the label space), method and status."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+            metrics.HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            metrics.HTTP_LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - started)

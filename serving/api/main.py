@@ -1,12 +1,15 @@
-"""The FastAPI app: the recording page, the labeling workbench and (later) the device API.
+"""The FastAPI app: the device API, the recording page and the labeling workbench.
 
-``create_app(settings)`` wires settings, the catalog, the audio store and the data plan the
-recording page collects for into one app; every page and endpoint lives in a router under
-``serving/api/routes`` (one module per area), so adding the device API is one more router.
+``create_app(settings, models=…)`` wires settings, the catalog, the audio store, the data plan the
+recording page collects for and the models that answer devices into one app; every page and
+endpoint lives in a router under ``serving/api`` ``routes/`` (one module per area). Without
+``models`` the device API answers 503 (the pages still work): that is how the web tests run.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,12 +25,18 @@ from collection.dataplan import DataPlan, load_dataplan
 from collection.db import connect
 from collection.store import AudioStore
 from serving.api.deps import render, wants_html
-from serving.api.limits import BodyLimit, SameOrigin
-from serving.api.routes import admin, auth, labeling, record, review
+from serving.api.limits import BodyLimit, RequestMetrics, SameOrigin
+from serving.api.routes import admin, auth, device, devices, health, labeling, record, review
+from serving.audio_input import InputLimits
+from serving.model_manager import ModelManager
+from serving.ratelimit import RateLimiter
+from serving.recognition import RecognitionService
+from serving.streaming import StreamConfig
 from serving.web import STATIC_DIR
 from voiceloop.settings import Settings, get_settings
 
-ROUTERS = (auth.router, record.router, labeling.router, review.router, admin.router)
+ROUTERS = (health.router, device.router, devices.router, auth.router, record.router, labeling.router,
+           review.router, admin.router)
 DEFAULT_PLAN = "demo"
 
 
@@ -48,8 +57,10 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> Res
     return render(request, "error.html", status_code=422, status=422, detail={"problems": problems})
 
 
-def create_app(settings: Settings | None = None, *, plan: str | Path | DataPlan = DEFAULT_PLAN) -> FastAPI:
-    """The web app. ``plan``: the data plan the recording page collects for (name, YAML path or plan).
+def create_app(settings: Settings | None = None, *, plan: str | Path | DataPlan = DEFAULT_PLAN,
+               models: ModelManager | None = None) -> FastAPI:
+    """The web app. ``plan``: the data plan the recording page collects for (name, YAML path or plan);
+    ``models``: what answers devices (started and stopped with the app).
 
     Fails at start, not on the first request, when the secret key is missing outside development,
     the plan is invalid, or the catalog cannot be reached (it is migrated to the newest schema here).
@@ -57,14 +68,37 @@ def create_app(settings: Settings | None = None, *, plan: str | Path | DataPlan 
     settings = settings or get_settings()
     settings.session_secret  # noqa: B018 - raises outside development without VOICELOOP_SECRET_KEY
     data_plan = load_dataplan(plan)
-    connect(settings.catalog)
-    app = FastAPI(title="voiceloop", summary="Recording page, labeling workbench and (later) the device API.")
+    catalog = connect(settings.catalog)
+    store = AudioStore(settings.audio_store)
+    service = None
+    if models is not None:
+        service = RecognitionService(models, catalog, store, language=settings.language, grammar=settings.grammar,
+                                     erasure_secret=settings.erasure_secret)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if models is not None:
+            models.start()
+        yield
+        if service is not None:
+            models.stop()
+            service.close()
+
+    app = FastAPI(title="voiceloop", lifespan=lifespan,
+                  summary="Device API (recognise, stream, feedback), recording page and labeling workbench.")
     app.state.settings = settings
-    app.state.store = AudioStore(settings.audio_store)
+    app.state.catalog = catalog
+    app.state.store = store
+    app.state.recognition = service
+    app.state.rate_limiter = RateLimiter(settings.device_rate_per_second, settings.device_burst)
+    app.state.input_limits = InputLimits(max_seconds=settings.max_command_seconds)
+    app.state.stream_config = StreamConfig(endpoint_silence_s=settings.endpoint_silence_seconds,
+                                           max_seconds=settings.max_stream_seconds)
     app.state.plan = data_plan
     app.state.consent_form = consent_form(data_plan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(SameOrigin)
+    app.add_middleware(RequestMetrics)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

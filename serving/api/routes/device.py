@@ -1,0 +1,191 @@
+"""The device API: recognise a command (HTTP or WebSocket stream), read a request back, send feedback.
+
+Every route authenticates the device by its key and applies its rate limit; a device sees only
+its own requests (another device's request id reads as "not found").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from collection.models import Feedback
+from monitoring import metrics
+from serving.api.deps import CurrentDevice, ServiceDep, SessionDep, authenticate_request
+from serving.audio_input import InputError, read_command_audio
+from serving.recognition import Recognition, Utterance, new_request_id
+from serving.streaming import StreamError, StreamSession
+
+router = APIRouter(prefix="/v1", tags=["device"])
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+FEEDBACK_CATEGORIES = ("misrecognized", "wrong_action", "no_response", "too_slow", "other")
+
+
+class CommandOut(BaseModel):
+    intent: str
+    device: str | None
+    room: str | None
+    action: str | None
+    value: int | str | None
+    score: float = Field(description="1.0 = a grammar sentence exactly; lower = the closest one")
+
+
+class RecognitionOut(BaseModel):
+    request_id: str
+    text: str
+    confidence: float
+    command: CommandOut | None = Field(description="the AI-speaker command, or null when out of grammar")
+    model_version: str
+    route: Literal["champion", "challenger"]
+    latency_ms: float = Field(description="server time from audio received to result")
+    duration_s: float
+
+
+class FeedbackIn(BaseModel):
+    request_id: str = Field(max_length=64)
+    category: Literal[FEEDBACK_CATEGORIES]  # type: ignore[valid-type]
+    text: str | None = Field(default=None, max_length=2000)
+
+
+class FeedbackOut(BaseModel):
+    feedback_id: str
+    request_id: str
+    status: str
+
+
+def _request_id(given: str | None) -> str:
+    if given is None:
+        return new_request_id()
+    if not REQUEST_ID.match(given):
+        raise HTTPException(422, "X-Request-Id must be 1-64 of A-Z a-z 0-9 . _ : -")
+    return given
+
+
+async def _audio_bytes(request: Request) -> bytes:
+    """The raw body (``Content-Type: audio/wav`` etc.) or the ``audio`` part of a multipart form."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        part = form.get("audio")
+        if not isinstance(part, UploadFile):
+            raise HTTPException(422, "multipart body needs a file part named 'audio'")
+        return await part.read()
+    return await request.body()
+
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.post("/recognize", response_model=RecognitionOut, openapi_extra={
+    "requestBody": {"content": {"audio/wav": BINARY, "audio/flac": BINARY}, "required": True}})
+async def recognize(request: Request, device: CurrentDevice, service: ServiceDep,
+                    x_request_id: Annotated[str | None, Header()] = None) -> dict:
+    """One utterance (WAV/FLAC/OGG/WebM body, or multipart field ``audio``) → text + command.
+
+    Send ``X-Request-Id`` to make a retry idempotent: the same id updates the same stored request.
+    """
+    request_id = _request_id(x_request_id)
+    data = await _audio_bytes(request)
+
+    def work() -> Recognition:
+        wav = read_command_audio(data, request.app.state.input_limits)
+        return service.recognize(Utterance(wav, device.id, request_id, data), channel="http")
+
+    try:
+        result = await run_in_threadpool(work)
+    except InputError as e:
+        metrics.INPUT_REJECTED.labels("http", e.reason).inc()
+        raise HTTPException(e.status, str(e)) from e
+    except ValueError as e:  # the request id belongs to another device
+        raise HTTPException(409, str(e)) from e
+    return result.to_dict()
+
+
+@router.get("/requests/{request_id}", response_model=RecognitionOut)
+def read_request(request_id: str, device: CurrentDevice, service: ServiceDep) -> dict:
+    row = service.lookup(request_id, device.id)
+    if row is None:
+        raise HTTPException(404, f"no request {request_id!r} from this device")
+    return {"request_id": row.request_id, "text": row.hypothesis or "", "confidence": row.confidence or 0.0,
+            "command": row.command, "model_version": row.model_version or "", "route": row.route or "champion",
+            "latency_ms": row.latency_ms or 0.0, "duration_s": row.duration_s or 0.0}
+
+
+@router.post("/feedback", response_model=FeedbackOut, status_code=201)
+def feedback(body: FeedbackIn, device: CurrentDevice, service: ServiceDep, session: SessionDep) -> dict:
+    """A complaint (VOC) about one of this device's requests."""
+    if service.lookup(body.request_id, device.id) is None:
+        raise HTTPException(404, f"no request {body.request_id!r} from this device")
+    row = Feedback(request_id=body.request_id, device_id=device.id, category=body.category, text=body.text)
+    session.add(row)
+    session.commit()
+    return {"feedback_id": row.id, "request_id": row.request_id, "status": row.status}
+
+
+@router.websocket("/stream")
+async def stream(websocket: WebSocket) -> None:
+    """Binary frames: 16 kHz mono PCM16 little-endian. Text frames: ``{"type": "end"}`` (or
+    ``{"type": "start", "request_id": …}`` first). Out: ``{"type": "partial", "text"}`` per chunk and one
+    ``{"type": "final", …RecognitionOut}`` at the end marker, after endpointing silence or at the
+    maximum duration; errors: ``{"type": "error", "detail"}`` and close code 1008 (policy) / 1011."""
+    app = websocket.app
+    service = app.state.recognition
+    try:
+        device = authenticate_request(app.state.catalog, websocket.headers, app.state.rate_limiter)
+    except HTTPException as e:
+        await websocket.close(code=1008, reason=str(e.detail)[:120])
+        return
+    if service is None or not service.models.ready:
+        await websocket.close(code=1013, reason="no model is being served yet")
+        return
+    await websocket.accept()
+    session_ = None
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                if session_ is None:
+                    session_ = StreamSession(service, device.id, config=app.state.stream_config)
+                partial = await run_in_threadpool(session_.accept, message["bytes"])
+                if session_.ended_by:
+                    break
+                await websocket.send_json({"type": "partial", "text": partial})
+                continue
+            control = _control(message.get("text"))
+            if control.get("type") == "start" and session_ is None:
+                session_ = StreamSession(service, device.id, _request_id(control.get("request_id")),
+                                         app.state.stream_config)
+            elif control.get("type") == "end":
+                break
+            else:
+                raise StreamError(f"unexpected message {control!r}; send binary PCM16, then {{\"type\": \"end\"}}")
+        if session_ is None:
+            raise StreamError("the stream ended before any audio arrived")
+        result = await run_in_threadpool(session_.finish)
+        await websocket.send_json({"type": "final", "ended_by": session_.ended_by, **result.to_dict()})
+        await websocket.close()
+    except WebSocketDisconnect:
+        return  # the device went away: nothing was recognised, nothing stored
+    except (StreamError, HTTPException, ValueError) as e:
+        metrics.INPUT_REJECTED.labels("ws", "stream").inc()
+        detail = getattr(e, "detail", None) or str(e)
+        await websocket.send_json({"type": "error", "detail": detail})
+        await websocket.close(code=1008)
+
+
+def _control(text: str | None) -> dict:
+    try:
+        value = json.loads(text or "")
+    except json.JSONDecodeError as e:
+        raise StreamError(f"a text frame must be JSON like {{\"type\": \"end\"}} ({e})") from e
+    if not isinstance(value, dict):
+        raise StreamError("a text frame must be a JSON object")
+    return value
