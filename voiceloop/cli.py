@@ -153,12 +153,14 @@ def demo(
 
 
 def _add_groups() -> None:
-    from .commands import consent, dataset, db, importing, label, plan, qc, web
+    from .commands import consent, dataset, db, device, importing, label, plan, qc, serving, simulate, stack
 
     groups = {"plan": plan, "import": importing, "qc": qc, "label": label, "dataset": dataset,
-              "consent": consent, "db": db, "web": web}
+              "consent": consent, "db": db, "device": device, "stack": stack, "simulate": simulate}
     for name, module in groups.items():
         app.add_typer(module.app, name=name)
+    app.command()(serving.serve)
+    app.command()(serving.worker)
 
 
 _add_groups()

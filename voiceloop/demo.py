@@ -92,6 +92,6 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     where.add_row("audio store", settings.audio_store)
     where.add_row("dataset version", dataset.manifest_uri)
     where.add_row("data plan progress", f"{plan_png}  (voiceloop plan status / plan gaps)")
-    where.add_row("web pages", "voiceloop web serve → /record, /label, /review, /admin "
+    where.add_row("web pages", "voiceloop serve → /v1 (device API), /record, /label, /review, /admin "
                   "(first admin: voiceloop label users add NAME --role admin)")
     console.print(where)
