@@ -49,10 +49,16 @@ def auth(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
-def tone_wav(seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1, fmt: str = "WAV") -> bytes:
-    """A voiced-sounding test signal (a 220 Hz tone with harmonics) as file bytes."""
+def tone_wav(seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1, fmt: str = "WAV",
+             quiet_s: float = 0.0) -> bytes:
+    """A voiced-sounding test signal (a 220 Hz tone with harmonics) as file bytes; ``quiet_s`` of its
+    ``seconds`` at each end are near-silent, so QC measures a real SNR (and keeps it)."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     wav = sum(0.2 / k * np.sin(2 * np.pi * 220 * k * t) for k in range(1, 5)).astype(np.float32)
+    edge = int(quiet_s * sample_rate)
+    if edge:
+        wav[:edge] *= 0.001
+        wav[-edge:] *= 0.001
     if channels > 1:
         wav = np.stack([wav] * channels, axis=1)
     buf = io.BytesIO()
@@ -62,3 +68,15 @@ def tone_wav(seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1, 
 
 def pcm16(wav: np.ndarray) -> bytes:
     return (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def register_tiny(experiment_id: str, tmp_path: Path, model_name: str, seed: int, alias: str | None = None) -> str:
+    """Log a tiny checkpoint as an MLflow run and register it under ``model_name``; returns the version."""
+    from asr.registry import MlflowTracker, register
+
+    (tmp_path / f"seed-{seed}").mkdir(exist_ok=True)
+    path = tiny_checkpoint(tmp_path / f"seed-{seed}" / "model.pt", seed)  # the registry's checkpoint file name
+    tracker = MlflowTracker.start(experiment_id, run_name=f"tiny-{seed}")
+    tracker.log_artifact(path, "checkpoint")
+    tracker.finish()
+    return register(tracker.run_id, model_name, alias=alias)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from _web_helpers import HTML, PASSWORD, login, make_app, seed_queue, session_of
 from fastapi.testclient import TestClient
-from starlette.routing import Mount
+from starlette.routing import Mount, WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
 
 from collection.models import User
 from collection.users import authenticate, create_user, issue_token, verify_password, verify_token
@@ -52,9 +53,26 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/admin"): by_role(303, 403, 403, 200),
     ("POST", "/admin/users"): by_role(303, 403, 403, 303),
     ("POST", "/admin/tasks/assign"): by_role(303, 403, 403, 303),
+    ("GET", "/healthz"): same(200),
+    ("GET", "/readyz"): same(200),
+    ("GET", "/metrics"): same(200),
+    # The device API takes device keys only: a staff login is not one (401), whatever its role.
+    ("POST", "/v1/recognize"): same(401),
+    ("GET", "/v1/requests/{request_id}"): same(401),
+    ("POST", "/v1/feedback"): same(401),
+    ("WS", "/v1/stream"): same(1008),  # the WebSocket close code (policy violation)
+    ("POST", "/v1/admin/devices"): by_role(401, 403, 403, 201),
+    ("POST", "/v1/admin/devices/{device_id}/rotate"): by_role(401, 403, 403, 404),  # no such device
+    ("POST", "/v1/admin/devices/{device_id}/revoke"): by_role(401, 403, 403, 404),
 }
 API = {"/openapi.json", "/api/token", "/api/me", "/api/label/next", "/audio/{recording_id}", "/record/consent",
-       "/record/prompt", "/record/upload", "/static/{path}"}
+       "/record/prompt", "/record/upload", "/static/{path}", "/healthz", "/readyz", "/metrics", "/v1/recognize",
+       "/v1/requests/{request_id}", "/v1/feedback", "/v1/admin/devices", "/v1/admin/devices/{device_id}/rotate",
+       "/v1/admin/devices/{device_id}/revoke"}
+JSON_BODIES: dict[tuple[str, str], dict[str, object]] = {
+    ("POST", "/v1/feedback"): {"request_id": "req-none", "category": "other"},
+    ("POST", "/v1/admin/devices/{device_id}/rotate"): {"overlap_s": 0},
+}
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/login"): {"username": "lab", "password": "wrong-password"},
     ("POST", "/api/token"): {"username": "lab", "password": PASSWORD},
@@ -70,6 +88,8 @@ def registered_routes(app) -> set[tuple[str, str]]:
     for route in app.routes:
         if isinstance(route, Mount):
             out.add(("GET", f"{route.path}/{{path}}"))
+        elif isinstance(route, WebSocketRoute):
+            out.add(("WS", route.path))
         else:
             out |= {(m, route.path) for m in route.methods - {"HEAD"}}
     return out
@@ -88,16 +108,24 @@ def test_role_by_route_matrix(tmp_path, catalog_url, tiny_studio):
                for role, name in (("labeler", seeded.labeler), ("reviewer", seeded.reviewer),
                                   ("admin", seeded.admin))}
     params = {"task_id": seeded.task_id, "recording_id": seeded.recording_id, "label_id": "lbl-none",
-              "path": "style.css"}
+              "path": "style.css", "request_id": "req-none", "device_id": "dev-none"}
     failures = []
     for (method, path), expected in MATRIX.items():
         for role in ROLES:
             client = TestClient(app)
             if role != "anonymous":
                 client.cookies.set(SESSION_COOKIE, issue_token(ids[role], SECRET))
+            if method == "WS":
+                got = _websocket_close_code(client, path)
+                if got != expected[role]:
+                    failures.append(f"WS {path} as {role}: expected close {expected[role]}, got {got}")
+                continue
             headers = {} if path in API else HTML
-            r = client.request(method, path.format(**params), headers=headers, data=BODIES.get((method, path)),
-                               follow_redirects=False)
+            body = {"json": JSON_BODIES[(method, path)]} if (method, path) in JSON_BODIES else {
+                "data": BODIES.get((method, path))}
+            if path == "/v1/admin/devices":
+                body = {"json": {"device_id": f"dev-{role}"}}
+            r = client.request(method, path.format(**params), headers=headers, follow_redirects=False, **body)
             got = r.status_code
             if got != expected[role]:
                 failures.append(f"{method} {path} as {role}: expected {expected[role]}, got {got} {r.text[:120]}")
@@ -106,6 +134,15 @@ def test_role_by_route_matrix(tmp_path, catalog_url, tiny_studio):
                 if to_login != (role == "anonymous"):
                     failures.append(f"{method} {path} as {role}: redirected to {r.headers['location']}")
     assert not failures, "\n".join(failures)
+
+
+def _websocket_close_code(client: TestClient, path: str) -> int | None:
+    try:
+        with client.websocket_connect(path) as ws:
+            ws.receive_json()
+    except WebSocketDisconnect as e:
+        return e.code
+    return None
 
 
 def test_passwords_and_users(catalog):
