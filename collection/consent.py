@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -194,6 +194,8 @@ def revoke_consent(
         consent.revoked_at = consent.revoked_at or utcnow()  # one member leaving does not end a corpus' consent
     reports = [delete_speaker(session, store, s.id, actor=actor, reason="consent revoked", secret=secret,
                               check_models=check_models, action="revoke_consent") for s in speakers]
+    if consent is not None and consent.subject_type == "device":
+        _forget_device_text(session, consent.subject_id)
     if not reports:  # revoked before any audio was kept
         digest = subject_digest(secret, consent.subject_id)
         report = DeletionReport(request_id="", action="revoke_consent", subject_digest=digest, recordings=0,
@@ -231,6 +233,7 @@ def expire_retention(
                                        check_models=check_models, action="expire_retention")
                         for speaker in covered_speakers(session, consent)]
         elif consent.subject_type == "device":
+            _forget_device_text(session, consent.subject_id, before=now - timedelta(days=consent.retention_days))
             old = [rid for rid, created in session.execute(
                 select(Recording.id, Recording.created_at).join(Speaker, Speaker.id == Recording.speaker_id)
                 .where(Speaker.source == PRODUCTION, Speaker.external_id == consent.subject_id))
@@ -276,7 +279,11 @@ def record_production(
             assert utt is not None
     elif utt.device_id != device_id:
         raise ValueError(f"request {request_id!r} belongs to device {utt.device_id!r}, not {device_id!r}")
-    utt.hypothesis, utt.confidence, utt.latency_ms = hypothesis, confidence, latency_ms
+    # What was said (the hypothesis) is personal data like the audio: kept only while the device owner's
+    # consent is in force (any scope); the service log around it (ids, version, confidence, latency) always.
+    keep_text = active_consent(session, "device", device_id) is not None
+    utt.hypothesis = hypothesis if keep_text else None
+    utt.confidence, utt.latency_ms = confidence, latency_ms
     utt.model_version = model_version
     if audio and utt.recording_id is None:
         consent = active_consent(session, "device", device_id, scope="scope_training")
@@ -286,6 +293,17 @@ def record_production(
                 utt.recording_id = result.recording_id
     session.flush()
     return utt
+
+
+def _forget_device_text(session: Session, device_id: str, before: datetime | None = None) -> None:
+    """Clear the hypotheses and commands of a device's requests (all, or those older than ``before``)
+    unless another consent of the device still covers them."""
+    if before is None and active_consent(session, "device", device_id) is not None:
+        return
+    where = [ProductionUtterance.device_id == device_id, ProductionUtterance.hypothesis.is_not(None)]
+    if before is not None:
+        where.append(ProductionUtterance.created_at <= before)
+    session.execute(update(ProductionUtterance).where(*where).values(hypothesis=None, command=None))
 
 
 def _store_audio(session: Session, store: AudioStore, consent: Consent, utt: ProductionUtterance, audio: bytes,

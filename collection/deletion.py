@@ -190,7 +190,7 @@ def _erase_rows(session: Session, speaker_id: str | None, recording_ids: set[str
     rows: dict[str, int] = {}
     if recording_ids:  # service-log rows survive without the audio and its transcript
         result = session.execute(update(ProductionUtterance).where(ProductionUtterance.recording_id.in_(recording_ids))
-                                 .values(recording_id=None, hypothesis=None))
+                                 .values(recording_id=None, hypothesis=None, command=None))
         if result.rowcount:
             rows["production_utterances"] = result.rowcount
     doomed: dict[str, set[Any]] = {Recording.__tablename__: set(recording_ids),

@@ -156,7 +156,8 @@ class RecognitionService:
                     confidence=result.confidence, latency_ms=result.latency_ms,
                     model_version=result.model_version, language=self.language,
                     erasure_secret=self.erasure_secret)
-                row.channel, row.route, row.command = result.channel, result.route, result.command
+                row.channel, row.route = result.channel, result.route
+                row.command = result.command if row.hypothesis is not None else None  # content: under consent only
                 row.duration_s = result.duration_s
             session.commit()
 

@@ -289,9 +289,11 @@ def test_production_audio_only_with_device_consent(catalog, audio_store, clips):
         utt = record_production(s, audio_store, request_id="q1", device_id="tv-1", audio=clips.take()[0],
                                 hypothesis="볼륨 올려줘", **common)
         assert utt.recording_id is None and s.scalar(select(func.count()).select_from(Recording)) == 0
+        assert utt.hypothesis is None and utt.confidence == 0.8  # no consent: the service log, not what was said
         grant_device_consent(s, device_id="tv-2", text_version="d1", scope_training=False, retention_days=30)
-        assert record_production(s, audio_store, request_id="q2", device_id="tv-2", audio=clips.take()[0],
-                                 hypothesis="x", **common).recording_id is None
+        q2 = record_production(s, audio_store, request_id="q2", device_id="tv-2", audio=clips.take()[0],
+                               hypothesis="x", **common)
+        assert q2.recording_id is None and q2.hypothesis == "x"  # consent without training: text, no audio
         assert audio_store.keys() == []
         grant_device_consent(s, device_id="tv-1", text_version="d1", scope_training=True, retention_days=30)
         wav = clips.take()[0]

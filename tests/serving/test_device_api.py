@@ -10,9 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
 
-from collection.consent import grant_device_consent
+from collection.consent import grant_device_consent, revoke_consent
 from collection.db import connect
-from collection.models import Feedback, ProductionUtterance, Recording, utcnow
+from collection.models import Consent, Feedback, ProductionUtterance, Recording, utcnow
+from collection.store import AudioStore
 from serving.devices import authenticate_device, register_device, revoke_device, rotate_key
 
 WAV = {"content-type": "audio/wav"}
@@ -44,10 +45,15 @@ def test_recognize_answers_the_contract_and_reads_back(api):
     assert body["model_version"] == "tiny.pt" and body["route"] == "champion" and body["duration_s"] == 1.0
     assert 0 <= body["confidence"] <= 1 and body["latency_ms"] > 0
     again = client.get(f"/v1/requests/{body['request_id']}", headers=auth(key)).json()
-    assert again["text"] == body["text"] and again["request_id"] == body["request_id"]
+    assert again["request_id"] == body["request_id"] and again["confidence"] == pytest.approx(body["confidence"], abs=1e-4)
+    assert again["text"] is None and again["command"] is None  # no consent: what was said is not kept
     with connect(url)() as s:
         row = s.get(ProductionUtterance, body["request_id"])
         assert (row.device_id, row.channel, row.route, row.recording_id) == ("dev-1", "http", "champion", None)
+        grant_device_consent(s, device_id="dev-1", text_version="device-v1", scope_training=False, retention_days=30)
+        s.commit()
+    kept = _recognize(client, key, **{"x-request-id": body["request_id"]}).json()  # the device retries
+    assert client.get(f"/v1/requests/{body['request_id']}", headers=auth(key)).json()["text"] == kept["text"]
 
 
 def test_multipart_upload(api):
@@ -181,7 +187,14 @@ def test_audio_is_kept_only_under_the_devices_consent(api):
     with connect(url)() as s:
         assert s.get(ProductionUtterance, yes).recording_id is not None
         assert s.get(ProductionUtterance, no).recording_id is None
+        assert s.get(ProductionUtterance, no).hypothesis is not None  # a consent without training keeps the text
         assert s.scalar(select(func.count()).select_from(Recording)) == 1
+        (consent,) = s.scalars(select(Consent).where(Consent.subject_id == "dev-no")).all()
+        revoke_consent(s, AudioStore(client.app.state.settings.audio_store), consent.id, actor="owner",
+                       secret="k", check_models=False)
+        s.commit()
+        row = s.get(ProductionUtterance, no)
+        assert (row.hypothesis, row.command) == (None, None) and row.confidence is not None  # the log stays
 
 
 def test_websocket_stream_partials_and_final(api):

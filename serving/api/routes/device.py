@@ -39,7 +39,8 @@ class CommandOut(BaseModel):
 
 class RecognitionOut(BaseModel):
     request_id: str
-    text: str
+    text: str | None = Field(description="what was recognised; reading a request back gives null unless the "
+                                         "device owner's consent lets the service keep transcripts")
     confidence: float
     command: CommandOut | None = Field(description="the AI-speaker command, or null when out of grammar")
     model_version: str
@@ -112,7 +113,7 @@ def read_request(request_id: str, device: CurrentDevice, service: ServiceDep) ->
     row = service.lookup(request_id, device.id)
     if row is None:
         raise HTTPException(404, f"no request {request_id!r} from this device")
-    return {"request_id": row.request_id, "text": row.hypothesis or "", "confidence": row.confidence or 0.0,
+    return {"request_id": row.request_id, "text": row.hypothesis, "confidence": row.confidence or 0.0,
             "command": row.command, "model_version": row.model_version or "", "route": row.route or "champion",
             "latency_ms": row.latency_ms or 0.0, "duration_s": row.duration_s or 0.0}
 
