@@ -45,7 +45,8 @@ def test_recognize_answers_the_contract_and_reads_back(api):
     assert body["model_version"] == "tiny.pt" and body["route"] == "champion" and body["duration_s"] == 1.0
     assert 0 <= body["confidence"] <= 1 and body["latency_ms"] > 0
     again = client.get(f"/v1/requests/{body['request_id']}", headers=auth(key)).json()
-    assert again["request_id"] == body["request_id"] and again["confidence"] == pytest.approx(body["confidence"], abs=1e-4)
+    assert again["request_id"] == body["request_id"]
+    assert again["confidence"] == pytest.approx(body["confidence"], abs=1e-4)
     assert again["text"] is None and again["command"] is None  # no consent: what was said is not kept
     with connect(url)() as s:
         row = s.get(ProductionUtterance, body["request_id"])
@@ -263,3 +264,31 @@ def test_no_model_means_503_not_500(tmp_path, catalog_url):
     with TestClient(app) as client:
         assert _recognize(client, key).status_code == 503
         assert client.get("/readyz").status_code == 200  # ready for what it serves: the pages
+
+
+def test_device_cli_add_rotate_revoke_consent(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from voiceloop.cli import app
+
+    for var in ("VOICELOOP_CATALOG_URL", "VOICELOOP_AUDIO_STORE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    runner, data = CliRunner(), ["--data-dir", str(tmp_path)]
+    url = f"sqlite:///{(tmp_path / 'catalog.db').resolve()}"
+    added = runner.invoke(app, ["device", "add", "tv-7", "--device-type", "tv", *data])
+    assert added.exit_code == 0, added.output
+    first = added.output.strip()
+    assert runner.invoke(app, ["device", "add", "tv-7", *data]).exit_code == 1  # taken: an error, not a new key
+    rotated = runner.invoke(app, ["device", "rotate", "tv-7", "--overlap-hours", "1", *data])
+    assert rotated.exit_code == 0, rotated.output
+    second = rotated.stdout.strip().splitlines()[0]
+    with connect(url)() as s:
+        assert authenticate_device(s, first).device_type == "tv"  # inside the overlap window
+        assert authenticate_device(s, second).id == "tv-7"
+    consent = runner.invoke(app, ["device", "consent", "tv-7", "--no-training", *data])
+    assert consent.exit_code == 0 and "training=False" in consent.output
+    assert runner.invoke(app, ["device", "revoke", "tv-7", *data]).exit_code == 0
+    with connect(url)() as s:
+        assert authenticate_device(s, second) is None
+    assert runner.invoke(app, ["device", "rotate", "tv-7", *data]).exit_code == 1  # revoked for good
+    assert runner.invoke(app, ["device", "revoke", "nope", *data]).exit_code == 1
