@@ -4,11 +4,18 @@
 the browser's MediaRecorder through PyAV) into 16 kHz mono float32; :func:`measure` computes
 the signal figures; :func:`check` compares them with :class:`QcConfig` and returns the first
 failed rule. Reasons are short stable codes (stored with each rejection) plus a sentence.
+
+:func:`decode` never trusts a header for allocation: :func:`read_wav_header` compares a WAV's chunk
+sizes with the bytes present, a declared length above ``max_seconds`` is refused before decoding,
+and a length the header leaves open (streamed WAV, FLAC without a sample count, WebM) is enforced
+while decoding. Its errors are :class:`DecodeError` (an ``AudioError`` with a ``reason``), which the
+device API (:mod:`serving.audio_input`) turns into HTTP statuses.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -65,6 +72,22 @@ class QcError(ValueError):
         self.measures = measures
 
 
+class DecodeError(AudioError):
+    """An :class:`AudioError` with a stable ``reason`` (see :data:`DECODE_REASONS`) for callers that
+    answer differently per problem (the device API's status codes); the message says what was wrong."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# DecodeError reasons: not audio at all; a broken container; data shorter than its header says;
+# longer than the caller's limit; NaN/inf samples; an encoding or file nothing here can decode.
+DECODE_REASONS = ("empty", "not_audio", "corrupt", "truncated", "too_long", "not_finite", "undecodable")
+MAX_SANE_RATE = 768_000  # a header above this is corrupt, not hi-res
+UNKNOWN_FRAMES = 2**62  # libsndfile reports SF_COUNT_MAX frames when a header leaves the length open
+
+
 def _resample(wav: np.ndarray, sr: int) -> np.ndarray:
     if sr == SAMPLE_RATE:
         return wav
@@ -74,23 +97,26 @@ def _resample(wav: np.ndarray, sr: int) -> np.ndarray:
     return resample_poly(wav, SAMPLE_RATE // g, sr // g).astype(np.float32)
 
 
-# Containers PyAV may open (FFmpeg demuxer names): the browser's WebM, Ogg/Opus, MP3, MP4/M4A.
-# Anything else FFmpeg could guess (playlists, images, …) is refused before demuxing.
-AV_FORMATS = ("matroska", "webm", "ogg", "mp3", "mov", "mp4", "m4a")
+# Containers PyAV may open (FFmpeg demuxer names): the browser's WebM, Ogg/Opus, MP3, MP4/M4A, and FLAC
+# whose header leaves the length open. Anything else FFmpeg could guess (playlists, images, …) is
+# refused before demuxing.
+AV_FORMATS = ("matroska", "webm", "ogg", "mp3", "mov", "mp4", "m4a", "flac")
 
 
 def _decode_av(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    """Decode with FFmpeg, stopping once ``max_seconds`` are exceeded, so memory stays bounded
+    whatever the container claims: a few KB of tiny packets can expand to hours."""
     import av
 
-    limit = int(max_seconds * SAMPLE_RATE)
+    limit = max_seconds * SAMPLE_RATE
     try:
         with av.open(io.BytesIO(data)) as container:
             if not set(container.format.name.split(",")) & set(AV_FORMATS):
-                raise AudioError(f"container {container.format.name!r} is not accepted; use WAV, FLAC, OGG, "
-                                 "WebM, MP3 or MP4 audio")
+                raise DecodeError("not_audio", f"container {container.format.name!r} is not accepted; use WAV, "
+                                               "FLAC, OGG, WebM, MP3 or MP4 audio")
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
-                raise AudioError("the file has no audio stream")
+                raise DecodeError("not_audio", "the file has no audio stream")
             channels = stream.codec_context.channels or 1
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             chunks, rate, total = [], stream.codec_context.sample_rate or SAMPLE_RATE, 0
@@ -98,68 +124,163 @@ def _decode_av(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, int]:
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
                     total += chunks[-1].size
-                if total > limit:  # a few KB of tiny packets can expand to hours: stop early
-                    raise AudioError(f"lasts more than {max_seconds:.0f} s; the limit is {max_seconds:.0f} s")
+                if total > limit:
+                    raise DecodeError("too_long", f"lasts more than {max_seconds:.0f} s; the limit is "
+                                                  f"{max_seconds:.0f} s")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except AudioError:
         raise
     except (av.error.FFmpegError, StopIteration, ValueError) as e:
-        raise AudioError(f"not a readable audio file ({e})") from e
+        raise DecodeError("undecodable", f"not a readable audio file ({e})") from e
     if not chunks:
-        raise AudioError("contains no audio samples")
-    return np.concatenate(chunks).astype(np.float32), rate, channels
+        raise DecodeError("undecodable", "contains no audio samples")
+    wav = np.concatenate(chunks).astype(np.float32)
+    if not np.isfinite(wav).all():
+        raise DecodeError("not_finite", "contains NaN or infinite samples")
+    return wav, rate, channels
 
 
-def _wav_declared_frames(data: bytes) -> int | None:
-    """Samples per channel that a WAV header's data chunk declares, or None (not RIFF/WAVE, or a
-    streamed WAV whose size field is 0 / 0xFFFFFFFF). libsndfile silently trusts the file size
-    instead, so without this a truncated upload would pass as a shorter recording."""
+# WAVE format tags whose data is one fixed-size block per frame (PCM, IEEE float, A-law, µ-law), so the
+# data chunk's size gives the length; compressed encodings declare it in a 'fact' chunk instead.
+WAV_BLOCK_TAGS = {1: "PCM", 3: "IEEE float", 6: "A-law", 7: "µ-law"}
+WAV_EXTENSIBLE = 0xFFFE
+STREAMED_SIZES = (0, 0xFFFFFFFF)  # what a writer that cannot seek back leaves in a size field
+
+
+@dataclass(frozen=True)
+class WavHeader:
+    """What a RIFF/WAVE header declares (nothing is decoded to get it).
+
+    ``frames``: samples per channel the header declares, None when it leaves the length open (a
+    streamed WAV whose data size is 0 / 0xFFFFFFFF, or a compressed one without a 'fact' chunk);
+    ``present_frames``: whole frames of data actually in the file (None for compressed encodings)."""
+
+    format_tag: int
+    channels: int
+    sample_rate: int
+    block_align: int
+    bits: int
+    frames: int | None
+    present_frames: int | None
+
+
+def read_wav_header(data: bytes) -> WavHeader | None:
+    """Walk a RIFF/WAVE file's chunks up to the data chunk; None when ``data`` is not RIFF/WAVE.
+
+    Raises DecodeError('corrupt') when the chunk structure is broken (no fmt or data chunk, a chunk
+    longer than the file, data before fmt). Sizes are checked against the bytes present, never trusted
+    for allocation: a header may say anything."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
-    pos, block = 12, 0
+    pos, fmt, fact = 12, None, None
     while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        if chunk == b"fmt " and pos + 22 <= len(data):
-            block = int.from_bytes(data[pos + 20:pos + 22], "little")  # bytes per frame (all channels)
-        if chunk == b"data":
-            return size // block if block and size not in (0, 0xFFFFFFFF) else None
-        pos += 8 + size + (size & 1)
-    return None
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        body, left = pos + 8, len(data) - pos - 8
+        name = cid.decode("latin-1")
+        if cid == b"data":
+            if fmt is None:
+                raise DecodeError("corrupt", "the WAV 'data' chunk comes before its 'fmt ' chunk")
+            return _wav_header(fmt, fact, size, left)
+        if size > left:
+            raise DecodeError("corrupt", f"the WAV chunk {name!r} declares {size} bytes but only {left} follow")
+        if cid == b"fmt ":
+            if size < 16:
+                raise DecodeError("corrupt", f"the WAV 'fmt ' chunk has {size} bytes; it needs at least 16")
+            fmt = data[body:body + size]
+        elif cid == b"fact" and size >= 4:
+            fact = int.from_bytes(data[body:body + 4], "little")
+        pos = body + size + (size & 1)  # chunks are word-aligned
+    if fmt is None:
+        raise DecodeError("corrupt", "the WAV file has no 'fmt ' chunk (the header is cut short)")
+    raise DecodeError("corrupt", "the WAV file has no 'data' chunk")
+
+
+def _wav_header(fmt: bytes, fact: int | None, data_size: int, present: int) -> WavHeader:
+    tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if tag == WAV_EXTENSIBLE and len(fmt) >= 26:
+        tag = int.from_bytes(fmt[24:26], "little")  # the sub-format GUID starts with the plain tag
+    if tag in WAV_BLOCK_TAGS:
+        streamed = data_size in STREAMED_SIZES
+        frames = None if streamed or not align else data_size // align
+        present_frames = (present if streamed else min(present, data_size)) // align if align else 0
+        return WavHeader(tag, channels, rate, align, bits, frames, present_frames)
+    return WavHeader(tag, channels, rate, align, bits, fact, None)
+
+
+def check_wav_header(header: WavHeader, max_seconds: float) -> None:
+    """Refuse what the header alone proves unusable, before libsndfile reads a sample."""
+    if header.channels < 1:
+        raise DecodeError("corrupt", "the WAV header declares 0 channels")
+    if not 1 <= header.sample_rate <= MAX_SANE_RATE:
+        raise DecodeError("corrupt", f"the WAV header declares a sample rate of {header.sample_rate} Hz")
+    if header.block_align < 1 and header.format_tag in WAV_BLOCK_TAGS:
+        raise DecodeError("corrupt", "the WAV header declares a block align (bytes per frame) of 0")
+    if header.frames is not None and header.frames > max_seconds * header.sample_rate:
+        raise DecodeError("too_long", f"header says it lasts {header.frames / header.sample_rate:.0f} s; the limit "
+                                      f"is {max_seconds:.0f} s")
+    if header.frames is not None and header.present_frames is not None and \
+            header.present_frames < header.frames * 0.99:
+        raise DecodeError("truncated", f"audio data is truncated: header says {header.frames} samples, file "
+                                       f"holds {header.present_frames}")
 
 
 def decode(data: bytes, max_seconds: float = 600.0) -> Decoded:
-    """Any supported container → 16 kHz mono. Raises AudioError naming what was wrong."""
+    """Any supported container → 16 kHz mono. Raises :class:`DecodeError` (an AudioError) naming what
+    was wrong.
+
+    Memory stays bounded by ``max_seconds`` whatever the file claims: a length the header declares is
+    checked before a sample is decoded, and a length it leaves open is enforced while decoding."""
     if not data:
-        raise AudioError("audio is empty (0 bytes)")
+        raise DecodeError("empty", "audio is empty (0 bytes)")
+    header = read_wav_header(data)
+    if header is not None:
+        check_wav_header(header, max_seconds)
     try:
         info = sf.info(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        if header is not None:
+            name = WAV_BLOCK_TAGS.get(header.format_tag, f"format tag {header.format_tag:#06x}")
+            raise DecodeError("undecodable", f"the WAV encoding ({name}, {header.bits} bits) cannot be decoded "
+                                             f"({getattr(e, 'error_string', e)}); send 16-bit PCM") from e
         info = None
-    if info is None:  # not WAV/FLAC/OGG-Vorbis: try the browser's WebM/Opus via PyAV
+    if info is None or info.frames >= UNKNOWN_FRAMES:  # WebM/Opus, MP4, …; FLAC of open length
         wav, rate, channels = _decode_av(data, max_seconds)
         return Decoded(wav, rate, channels)
-    declared = _wav_declared_frames(data)
-    if declared is not None and declared > max_seconds * info.samplerate:  # refuse a 10-hour header cheaply
-        raise AudioError(f"header says it lasts {declared / info.samplerate:.0f} s; the limit is {max_seconds:.0f} s")
-    if declared is not None and info.frames < declared * 0.99:
-        raise AudioError(f"audio data is truncated: header says {declared} samples, file holds {info.frames}")
     if info.frames <= 0:
-        raise AudioError("contains no samples")
+        raise DecodeError("empty", "contains no samples")
     if info.frames > max_seconds * info.samplerate:  # refuse cheaply before decoding hours of audio
-        raise AudioError(f"lasts {info.frames / info.samplerate:.0f} s; the limit is {max_seconds:.0f} s")
-    try:
-        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"audio data is truncated or corrupt ({e})") from e
-    if len(wav) < info.frames * 0.99:
-        raise AudioError(f"audio data is truncated: header says {info.frames} samples, file holds {len(wav)}")
+        raise DecodeError("too_long", f"lasts {info.frames / info.samplerate:.0f} s; the limit is "
+                                      f"{max_seconds:.0f} s")
+    wav = _read_frames(data, info.frames)
     if not np.isfinite(wav).all():
-        raise AudioError("contains NaN or infinite samples")
+        raise DecodeError("not_finite", "contains NaN or infinite samples")
+    sr = info.samplerate
     mono = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
     if sr < QcConfig.min_sample_rate:
         return Decoded(mono.astype(np.float32), sr, wav.shape[1])  # check() rejects it by rule
     return Decoded(_resample(mono, sr), sr, wav.shape[1])
+
+
+def _read_frames(data: bytes, frames: int, block: int = 1 << 16) -> np.ndarray:
+    """(frames, channels) float32 through libsndfile, block by block, so a decoder error partway
+    (a FLAC cut off mid-frame) still tells how far the data went."""
+    blocks, got = [], 0
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        while got < frames:
+            try:
+                part = f.read(min(block, frames - got), dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise DecodeError("truncated", f"audio data is truncated or corrupt after {got} of the {frames} "
+                                               f"samples the header declares ({getattr(e, 'error_string', e)})") from e
+            if not len(part):
+                break
+            blocks.append(part)
+            got += len(part)
+        channels = f.channels
+    if got < frames * 0.99:
+        raise DecodeError("truncated", f"audio data is truncated: header says {frames} samples, file holds {got}")
+    return np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
 
 
 def frame_energies_db(wav: np.ndarray) -> np.ndarray:
