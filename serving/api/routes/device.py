@@ -102,7 +102,7 @@ async def recognize(request: Request, device: CurrentDevice, service: ServiceDep
         result = await run_in_threadpool(work)
     except InputError as e:
         metrics.INPUT_REJECTED.labels("http", e.reason).inc()
-        raise HTTPException(e.status, str(e)) from e
+        raise HTTPException(e.status, str(e), headers={"X-Error-Reason": e.reason}) from e
     except ValueError as e:  # the request id belongs to another device
         raise HTTPException(409, str(e)) from e
     return result.to_dict()
