@@ -2,6 +2,7 @@
 
 - ``tiny_studio``: the studio's ``tiny`` plan rendered with real eSpeak audio (every split, ~40 utterances).
 - ``mlflow_store``: a real MLflow tracking store + registry (SQLite backend, local artifacts) in a temp dir.
+- ``kafka_bootstrap``: a real Kafka-compatible broker (tansu, memory storage) on a free loopback port.
 """
 
 from __future__ import annotations
@@ -26,6 +27,23 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """(experiment id, root dir); MLflow's global tracking URI points here for the whole session."""
     root = tmp_path_factory.mktemp("mlflow")
     return configure(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"), root
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
+    """``host:port`` of one tansu broker for the whole test session. Tests keep apart by topic prefix
+    (``VOICELOOP_KAFKA_TOPIC_PREFIX``) and consumer group."""
+    from infra.stack import StackError, start_broker, tansu_binary
+
+    try:
+        tansu_binary()
+    except StackError as e:
+        pytest.skip(f"no Kafka broker for the Kafka tests: {e}")
+    broker = start_broker(log_path=tmp_path_factory.mktemp("kafka") / "tansu.log")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
 
 
 # --- catalog -----------------------------------------------------------------------------

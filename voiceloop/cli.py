@@ -23,7 +23,7 @@ console = Console()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
-    for noisy in ("alembic", "mlflow", "urllib3", "httpx"):
+    for noisy in ("alembic", "mlflow", "urllib3", "httpx", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

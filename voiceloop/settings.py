@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_stream_seconds: float = 10.0
     inference_threads: int = 1  # torch threads per process; scale with processes/replicas instead
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = ""  # <prefix>asr.audio …: several deployments (or test runs) on one cluster
+    kafka_max_batch: int = 8  # utterances the worker decodes together
+    kafka_max_wait_ms: int = 20  # how long a complete utterance waits for others to fill a batch
+    kafka_fetch_max_wait_ms: int = 20  # broker-side fetch wait; kafka-python's 500 ms would delay end markers
 
     @property
     def tracking_uri(self) -> str:
