@@ -1,0 +1,113 @@
+"""The device simulator against the real app served by uvicorn (a thread, a free port) on a real catalog:
+studio commands over HTTP and the WebSocket, every one answered, recorded and scored."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from _device_helpers import device_app
+from sqlalchemy import select
+
+from collection.db import connect
+from collection.models import Consent, ProductionUtterance
+from serving.devices import authenticate_device
+from serving.simulator import SimulationConfig, register_sim_devices, run_simulation, studio_commands
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, catalog_url):
+    """Base URL of the device API (tiny checkpoint) under uvicorn."""
+    import uvicorn
+
+    app = device_app(tmp_path, catalog_url, device_rate_per_second=1000.0, device_burst=1000)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_http_and_ws_answer_every_utterance(server, tmp_path, catalog_url, tiny_studio):
+    commands = studio_commands("tiny", tmp_path, 8, extra_dirs=[tiny_studio])
+    assert not (tmp_path / "simulator").exists()  # the studio's audio was reused, nothing rendered
+    assert len({c.id for c in commands}) == 8 and all(c.text and c.command for c in commands)
+    devices = register_sim_devices(catalog_url, 2, consent_share=0.5)
+    assert [(d.device_id, d.consented) for d in devices] == [("sim-0001", False), ("sim-0002", True)]
+
+    summary = run_simulation(SimulationConfig(url=server, via=("http", "ws"), timeout_s=20), devices, commands)
+
+    assert summary.first_errors() == []
+    for channel in ("http", "ws"):
+        c = summary.channels[channel]
+        assert (c.sent, c.answered, c.errors) == (4, 4, 0)
+        assert c.p50_ms is not None and c.p95_ms >= c.p50_ms
+        assert c.wer is not None and c.cer is not None  # a tiny untrained model: the numbers mean nothing
+    assert {o.answer["request_id"] for o in summary.outcomes} == {o.request_id for o in summary.outcomes}
+    with connect(catalog_url)() as session:
+        rows = {r.request_id: r for r in session.scalars(select(ProductionUtterance))}
+        consents = session.scalars(select(Consent).where(Consent.subject_type == "device")).all()
+    assert {o.request_id: (o.device_id, o.channel) for o in summary.outcomes} == {
+        rid: (r.device_id, r.channel) for rid, r in rows.items()}
+    assert [c.subject_id for c in consents] == ["sim-0002"]
+    assert [o.answer["ended_by"] for o in summary.outcomes if o.channel == "ws"] == ["client"] * 4
+
+
+def test_rerun_rotates_keys_and_endpointing_ends_streams(server, tmp_path, catalog_url, tiny_studio):
+    first = register_sim_devices(catalog_url, 1)
+    again = register_sim_devices(catalog_url, 1)  # a rerun: same device, a new key, the old one stops
+    with connect(catalog_url)() as session:
+        assert authenticate_device(session, first[0].key) is None
+        assert authenticate_device(session, again[0].key).id == "sim-0001"
+
+    quiet = [c for c in studio_commands("tiny", tmp_path, 40, extra_dirs=[tiny_studio]) if c.environment == "quiet"]
+    config = SimulationConfig(url=server, via=("ws",), send_end=False, timeout_s=20)
+    summary = run_simulation(config, again, quiet[:2])
+
+    assert summary.first_errors() == []
+    assert [o.answer["ended_by"] for o in summary.outcomes] == ["endpoint", "endpoint"]
+
+
+def test_kafka_answers_every_utterance(tmp_path, catalog_url, kafka_bootstrap, tiny_studio):
+    """Through a real broker and a real worker (a thread here; `voiceloop worker` runs the same loop)."""
+    from _device_helpers import tiny_checkpoint
+
+    from serving.model_manager import ModelManager
+    from serving.worker import run_worker
+    from voiceloop.settings import Settings
+
+    prefix = f"sim-{tmp_path.name}-"
+    settings = Settings(data_dir=tmp_path, catalog_url=catalog_url, kafka_bootstrap=kafka_bootstrap,
+                        kafka_topic_prefix=prefix)
+    models = ModelManager.from_path(str(tiny_checkpoint(tmp_path / "tiny.pt")))
+    devices = register_sim_devices(catalog_url, 2)
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(settings, models), kwargs={"group": prefix, "stop": stop},
+                              daemon=True)
+    worker.start()
+    try:
+        config = SimulationConfig(via=("kafka",), kafka_bootstrap=kafka_bootstrap, kafka_topic_prefix=prefix,
+                                  timeout_s=60)
+        summary = run_simulation(config, devices, studio_commands("tiny", tmp_path, 4, extra_dirs=[tiny_studio]))
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+
+    assert summary.first_errors() == []
+    assert (summary.channels["kafka"].sent, summary.channels["kafka"].answered) == (4, 4)
+    with connect(catalog_url)() as session:
+        rows = {r.request_id: (r.device_id, r.channel) for r in session.scalars(select(ProductionUtterance))}
+    assert rows == {o.request_id: (o.device_id, "kafka") for o in summary.outcomes}
