@@ -26,19 +26,50 @@ TEST_SPLITS = ["test_seen", "test_unseen", "test_heldout"]
 DATA_PLAN = "demo"  # collection/dataplans/demo.yaml
 
 
+def serve_simulated_devices(settings: Settings, plan: str, console: Console, utterances: int = 24) -> int:
+    """The device API (uvicorn, a thread) and a Kafka worker (a thread, on an embedded tansu broker), both
+    serving the registry's champion; simulated speakers send studio commands over all three channels.
+    Returns how many were answered."""
+    from infra.stack import start_broker
+    from serving.api.background import serve_in_thread
+    from serving.api.main import create_app
+    from serving.simulator import SimulationConfig, register_sim_devices, run_simulation, studio_commands
+    from serving.worker import worker_in_thread
+
+    from .serving import model_manager_for
+
+    commands = studio_commands(plan, settings.data_dir, utterances)
+    fleet = register_sim_devices(settings.catalog, 4, consent_share=0.5)
+    broker = start_broker(log_path=settings.data_dir / "demo-tansu.log")
+    try:
+        served = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+        app = create_app(served, plan=plan, models=model_manager_for(served))
+        with serve_in_thread(app) as url, worker_in_thread(served, model_manager_for(served)):
+            config = SimulationConfig(url=url, via=("http", "ws", "kafka"), kafka_bootstrap=broker.bootstrap,
+                                      timeout_s=60)
+            summary = run_simulation(config, fleet, commands, language=settings.language, progress=True)
+    finally:
+        broker.stop()
+    console.print(summary.table(f"{len(fleet)} simulated speakers ({sum(d.consented for d in fleet)} consent to "
+                                "keeping their audio), one command each in turn"))
+    for line in summary.first_errors():
+        console.print(f"[red]{line}")
+    return sum(c.answered for c in summary.channels.values())
+
+
 def run_demo(settings: Settings, minutes: float, plan: str, console: Console) -> None:
     data = settings.data_dir
     studio, run_dir, eval_dir = data / "studio", data / "runs" / "baseline", data / "eval" / "baseline"
 
-    console.rule("[bold]1/6 synthesize speech from the data plan")
+    console.rule("[bold]1/7 synthesize speech from the data plan")
     synthesize_plan(plan, studio)
 
-    console.rule(f"[bold]2/6 train a baseline Conformer-CTC ({minutes:g} training minutes)")
+    console.rule(f"[bold]2/7 train a baseline Conformer-CTC ({minutes:g} training minutes)")
     cfg = load_train_config("baseline", max_minutes=minutes)
     trained = train_model(settings, studio, cfg, run_dir, resume=True, run_name="demo-baseline")
     curve = plot_learning_curve({"baseline": trained.result.history}, eval_dir / "learning_curve.png")
 
-    console.rule("[bold]3/6 evaluate per slice")
+    console.rule("[bold]3/7 evaluate per slice")
     reports = evaluate_splits(settings, str(trained.result.checkpoint), studio, TEST_SPLITS, eval_dir,
                               run_id=trained.run_id)
     for split, report in reports.items():
@@ -47,12 +78,12 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     rows = [(f"{k}={v}", m.cer, *m.cer_ci) for k, vals in heldout.slices.items() for v, m in sorted(vals.items())]
     slices_png = plot_slices(rows, eval_dir / "cer_by_slice.png", "CER by slice (test_heldout)")
 
-    console.rule("[bold]4/6 register as champion")
+    console.rule("[bold]4/7 register as champion")
     version = register_run(settings, trained.run_id, "champion")
     uri = f"models:/{settings.model_name}@champion"
     console.print(f"{settings.model_name} version {version} is now @champion")
 
-    console.rule(f"[bold]5/6 transcribe a few files with {uri}")
+    console.rule(f"[bold]5/7 transcribe a few files with {uri}")
     recognizer = Recognizer.load(uri, decoder="beam")
     table = Table("file", "said", "heard", "confidence")
     for utt in load_split(studio / "test_unseen")[:5]:
@@ -60,7 +91,7 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
         table.add_row(utt.audio_path.name, utt.text, hyp.text, f"{hyp.confidence:.2f}")
     console.print(table)
 
-    console.rule("[bold]6/6 collect for the data plan, label, freeze a dataset version")
+    console.rule("[bold]6/7 collect for the data plan, label, freeze a dataset version")
     collected = collect_for_plan(settings, DATA_PLAN)
     console.print(f"studio → catalog: {collected.accepted} accepted, {collected.rejected} refused by QC, "
                   f"{collected.remaining} utterances still missing from plan {DATA_PLAN!r}")
@@ -78,6 +109,9 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     target, have, labeled = totals(statuses)
     console.print(f"plan {DATA_PLAN!r}: {have}/{target} collected, {labeled}/{target} with reviewed labels")
 
+    console.rule(f"[bold]7/7 serve simulated speakers with {uri}: HTTP, WebSocket and Kafka")
+    served = serve_simulated_devices(settings, plan, console)
+
     console.rule("[bold]where everything landed")
     where = Table(show_header=False)
     where.add_row("audio + manifests", str(studio))
@@ -92,6 +126,8 @@ def run_demo(settings: Settings, minutes: float, plan: str, console: Console) ->
     where.add_row("audio store", settings.audio_store)
     where.add_row("dataset version", dataset.manifest_uri)
     where.add_row("data plan progress", f"{plan_png}  (voiceloop plan status / plan gaps)")
+    where.add_row("served requests", f"{served} simulated commands in the catalog's production_utterances "
+                  "(voiceloop serve · voiceloop stack up · voiceloop worker · voiceloop simulate devices)")
     where.add_row("web pages", "voiceloop serve → /v1 (device API), /record, /label, /review, /admin "
                   "(first admin: voiceloop label users add NAME --role admin)")
     console.print(where)

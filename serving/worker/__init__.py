@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 # Light imports only: the simulator and `voiceloop stack up` use the client without loading torch.
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["AUDIO_TOPIC", "CHUNK_BYTES", "CRASH_AFTER_WRITE_ENV", "DLQ_TOPIC", "TRANSCRIPTS_TOPIC", "Chunk",
            "KafkaWorker", "Reason", "Rejection", "SessionAssembler", "SessionLimits", "Topics", "WorkerConfig",
            "audio_consumer", "ensure_topics", "make_producer", "parse_audio_record", "recognition_service",
-           "run_worker", "send_utterance", "transcripts_consumer", "worker_config"]
+           "run_worker", "send_utterance", "transcripts_consumer", "worker_config", "worker_in_thread"]
 
 log = logging.getLogger(__name__)
 _LAZY = {"KafkaWorker", "WorkerConfig", "CRASH_AFTER_WRITE_ENV"}  # serving.worker.worker loads the models' stack
@@ -92,6 +93,25 @@ def run_worker(settings: Settings, models: ModelManager, *, group: str = "voicel
         restore()
         models.stop()
         service.close()
+
+
+@contextmanager
+def worker_in_thread(settings: Settings, models: ModelManager, group: str = "voiceloop-asr",
+                     config: WorkerConfig | None = None, stop_timeout_s: float = 30.0) -> Iterator[None]:
+    """``run_worker`` in a background thread for the block's duration (the demo, tests); on exit it
+    finishes its batch, commits and leaves the group, or ``RuntimeError`` after ``stop_timeout_s``."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(settings, models),
+                              kwargs={"group": group, "stop": stop, "config": config}, name="kafka-worker",
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=stop_timeout_s)
+        if thread.is_alive():
+            raise RuntimeError(f"the Kafka worker did not stop within {stop_timeout_s:g} s")
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:

@@ -3,42 +3,23 @@ studio commands over HTTP and the WebSocket, every one answered, recorded and sc
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 from _device_helpers import device_app
 from sqlalchemy import select
 
 from collection.db import connect
 from collection.models import Consent, ProductionUtterance
+from serving.api.background import serve_in_thread
 from serving.devices import authenticate_device
 from serving.simulator import SimulationConfig, register_sim_devices, run_simulation, studio_commands
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path, catalog_url):
     """Base URL of the device API (tiny checkpoint) under uvicorn."""
-    import uvicorn
-
     app = device_app(tmp_path, catalog_url, device_rate_per_second=1000.0, device_burst=1000)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 def test_http_and_ws_answer_every_utterance(server, tmp_path, catalog_url, tiny_studio):
@@ -86,7 +67,7 @@ def test_kafka_answers_every_utterance(tmp_path, catalog_url, kafka_bootstrap, t
     from _device_helpers import tiny_checkpoint
 
     from serving.model_manager import ModelManager
-    from serving.worker import run_worker
+    from serving.worker import worker_in_thread
     from voiceloop.settings import Settings
 
     prefix = f"sim-{tmp_path.name}-"
@@ -94,17 +75,10 @@ def test_kafka_answers_every_utterance(tmp_path, catalog_url, kafka_bootstrap, t
                         kafka_topic_prefix=prefix)
     models = ModelManager.from_path(str(tiny_checkpoint(tmp_path / "tiny.pt")))
     devices = register_sim_devices(catalog_url, 2)
-    stop = threading.Event()
-    worker = threading.Thread(target=run_worker, args=(settings, models), kwargs={"group": prefix, "stop": stop},
-                              daemon=True)
-    worker.start()
-    try:
+    with worker_in_thread(settings, models, group=prefix):
         config = SimulationConfig(via=("kafka",), kafka_bootstrap=kafka_bootstrap, kafka_topic_prefix=prefix,
                                   timeout_s=60)
         summary = run_simulation(config, devices, studio_commands("tiny", tmp_path, 4, extra_dirs=[tiny_studio]))
-    finally:
-        stop.set()
-        worker.join(timeout=30)
 
     assert summary.first_errors() == []
     assert (summary.channels["kafka"].sent, summary.channels["kafka"].answered) == (4, 4)

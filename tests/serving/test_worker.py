@@ -23,9 +23,9 @@ from serving.worker import (
     WorkerConfig,
     ensure_topics,
     make_producer,
-    run_worker,
     send_utterance,
     transcripts_consumer,
+    worker_in_thread,
 )
 from serving.worker.messages import audio_headers
 from voiceloop.settings import Settings
@@ -53,17 +53,8 @@ def producer(settings: Settings):
 
 @contextlib.contextmanager
 def worker(settings: Settings, models: ModelManager, group: str, **config: object) -> Iterator[None]:
-    stop = threading.Event()
-    cfg = WorkerConfig(topic_prefix=settings.kafka_topic_prefix, **config)
-    thread = threading.Thread(target=run_worker, args=(settings, models),
-                              kwargs={"group": group, "stop": stop, "config": cfg}, daemon=True)
-    thread.start()
-    try:
+    with worker_in_thread(settings, models, group, WorkerConfig(topic_prefix=settings.kafka_topic_prefix, **config)):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the worker did not stop within 30 s"
 
 
 def metric(name: str) -> float:
