@@ -8,7 +8,8 @@ timezone-aware UTC.
 Vocabularies (checked in code, stored as plain strings so adding one needs no migration):
 recording ``source``: synthetic / upload / import / production; label ``status``:
 prelabelled / submitted / reviewed / rejected; task ``status``: open / submitted / cancelled;
-user ``role``: labeler / reviewer / admin.
+user ``role``: labeler / reviewer / admin / ops; feedback ``status``: new / triaged / labeled / fixed /
+closed; alert ``status``: open / resolved.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -33,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 SOURCES = ("synthetic", "upload", "import", "production")
 LABEL_STATUSES = ("prelabelled", "submitted", "reviewed", "rejected")
 TASK_STATUSES = ("open", "submitted", "cancelled")
-ROLES = ("labeler", "reviewer", "admin")
+ROLES = ("labeler", "reviewer", "admin", "ops")
 LABEL_FLAGS = ("noise", "unintelligible", "wrong_language")
 
 
@@ -253,6 +255,21 @@ class ProductionUtterance(Base):
     route: Mapped[str | None] = mapped_column(String(16))
     command: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     duration_s: Mapped[float | None] = mapped_column(Float)
+    # What ended a WebSocket stream (client / endpoint / max_seconds); null over HTTP and Kafka.
+    ended_by: Mapped[str | None] = mapped_column(String(16))
+    # The slice, copied from the device owner's profile when the request was served (profiles change;
+    # a complaint or a drift window is about who was speaking then).
+    dialect: Mapped[str | None] = mapped_column(String(32))
+    age_band: Mapped[str | None] = mapped_column(String(16))
+    environment: Mapped[str | None] = mapped_column(String(32))
+    device_type: Mapped[str | None] = mapped_column(String(32))
+    # Input features for label-free drift, measured before the consent gate (numbers, not content):
+    # speech level dBFS, estimated SNR dB, normalised hypothesis characters per second of audio.
+    speech_dbfs: Mapped[float | None] = mapped_column(Float)
+    snr_db: Mapped[float | None] = mapped_column(Float)
+    speech_rate: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_production_utterances_created_at", "created_at"),)
 
 
 class Device(Base):
@@ -264,6 +281,11 @@ class Device(Base):
     device_type: Mapped[str] = mapped_column(String(32), default="speaker")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
+    # The owner's profile from the account (all optional): dialect region of the address, the owner's
+    # age band, where the speaker stands (quiet / tv / kitchen / far_field). Production slices come from it.
+    region: Mapped[str | None] = mapped_column(String(32))
+    age_band: Mapped[str | None] = mapped_column(String(16))
+    environment: Mapped[str | None] = mapped_column(String(32))
 
 
 class DeviceKey(Base):
@@ -296,7 +318,9 @@ class ShadowResult(Base):
 
 
 class Feedback(Base):
-    """A customer complaint (VOC) about a request."""
+    """A customer complaint (VOC) about a request (from the device) or about a device and a time (logged by
+    ops from a call-centre contact). Triage links it to utterances, tags likely causes and may open a
+    label task; ``status`` moves new → triaged → labeled → fixed (or closed), each step a FeedbackEvent."""
 
     __tablename__ = "feedback"
 
@@ -305,8 +329,94 @@ class Feedback(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
     category: Mapped[str] = mapped_column(String(32))
     text: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(16), default="device")  # device | ops
+    occurred_at: Mapped[datetime | None] = mapped_column()  # when the complained-about thing happened
+    created_by: Mapped[str | None] = mapped_column(String(64))  # the ops user who logged it
+    causes: Mapped[list[Any]] = mapped_column(default=list)  # likely causes, tagged at triage
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # higher first
+    label_task_id: Mapped[str | None] = mapped_column(String(40))
+    fixed_in_model_version: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime | None] = mapped_column()
+    # The slice of the device owner when the complaint was made (see ProductionUtterance).
+    dialect: Mapped[str | None] = mapped_column(String(32))
+    age_band: Mapped[str | None] = mapped_column(String(16))
+    environment: Mapped[str | None] = mapped_column(String(32))
+    device_type: Mapped[str | None] = mapped_column(String(32))
+
+
+class FeedbackEvent(Base):
+    """One step of a complaint's workflow: who moved it from which status to which, when, and why."""
+
+    __tablename__ = "feedback_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    feedback_id: Mapped[str] = mapped_column(ForeignKey("feedback.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class FeedbackUtterance(Base):
+    """A complaint is about these utterances (one for a device's feedback, those around the time for ops')."""
+
+    __tablename__ = "feedback_utterances"
+
+    feedback_id: Mapped[str] = mapped_column(ForeignKey("feedback.id"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("production_utterances.request_id"), primary_key=True,
+                                            index=True)
+
+
+class SliceMetric(Base):
+    """One monitored number for one slice over one window: online WER/CER, confidence, input drift (PSI),
+    VOC rate … ``slice_key`` is dialect / age_band / environment / device_type, or ``all`` (value ``all``);
+    ``model_version`` ``""`` means every version. The drift job upserts; dashboards and reports read."""
+
+    __tablename__ = "slice_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    window_end: Mapped[datetime] = mapped_column(index=True)
+    window_s: Mapped[int] = mapped_column(Integer)
+    slice_key: Mapped[str] = mapped_column(String(32))
+    slice_value: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(128), default="")
+    metric: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("window_end", "window_s", "slice_key", "slice_value", "model_version",
+                                       "metric", name="uq_slice_metric"),)
+
+
+class Alert(Base):
+    """A monitored number out of bounds (e.g. a slice's WER above its baseline beyond the confidence
+    interval). Stored once per window; exported as a metric; the retraining DAG reads open ones."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("alr"))
+    kind: Mapped[str] = mapped_column(String(32))
+    slice_key: Mapped[str] = mapped_column(String(32))
+    slice_value: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    baseline: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    window_end: Mapped[datetime] = mapped_column()
+    model_version: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (UniqueConstraint("kind", "slice_key", "slice_value", "metric", "window_end", "model_version",
+                                       name="uq_alert_window"),)
 
 
 class EvalRun(Base):

@@ -154,7 +154,7 @@ def test_feedback_on_own_request(api):
     rid = _recognize(client, key).json()["request_id"]
     r = client.post("/v1/feedback", json={"request_id": rid, "category": "wrong_action",
                                           "text": "<script>alert(1)</script> 불을 켜랬는데"}, headers=auth(key))
-    assert r.status_code == 201 and r.json()["status"] == "open"
+    assert r.status_code == 201 and r.json()["status"] == "new"
     bad = client.post("/v1/feedback", json={"request_id": rid, "category": "nonsense"}, headers=auth(key))
     assert bad.status_code == 422
     with connect(url)() as s:
