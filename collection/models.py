@@ -268,6 +268,8 @@ class ProductionUtterance(Base):
     speech_dbfs: Mapped[float | None] = mapped_column(Float)
     snr_db: Mapped[float | None] = mapped_column(Float)
     speech_rate: Mapped[float | None] = mapped_column(Float)
+    # Whether the grammar parsed a command (kept without consent, unlike the command itself).
+    in_grammar: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (Index("ix_production_utterances_created_at", "created_at"),)
 

@@ -121,6 +121,7 @@ def require_role(*roles: str) -> Callable[[User], User]:
 LabelerUser = Annotated[User, Depends(require_role("labeler"))]
 ReviewerUser = Annotated[User, Depends(require_role("reviewer", "admin"))]
 AdminUser = Annotated[User, Depends(require_role("admin"))]
+OpsUser = Annotated[User, Depends(require_role("ops", "admin"))]  # the ops dashboard and VOC triage
 
 
 def get_contributor_id(settings: SettingsDep, token: Annotated[str, Form()] = "") -> str:
