@@ -70,6 +70,17 @@ def pcm16(wav: np.ndarray) -> bytes:
     return (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
 
 
+def stream_until_final(ws, audio: np.ndarray, chunk: int = 1600) -> dict | None:  # noqa: ANN001 - a test WebSocket
+    """Send ``audio`` (float32, 16 kHz) in PCM16 chunks of ``chunk`` samples, reading one message after
+    each, until the server sends its final (returned) or the audio runs out (None): no end marker."""
+    for i in range(0, len(audio), chunk):
+        ws.send_bytes(pcm16(audio[i:i + chunk]))
+        message = ws.receive_json()
+        if message["type"] == "final":
+            return message
+    return None
+
+
 def register_tiny(experiment_id: str, tmp_path: Path, model_name: str, seed: int, alias: str | None = None) -> str:
     """Log a tiny checkpoint as an MLflow run and register it under ``model_name``; returns the version."""
     from asr.registry import MlflowTracker, register

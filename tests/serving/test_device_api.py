@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from _device_helpers import add_device, auth, device_app, pcm16, tone_wav
+from _device_helpers import add_device, auth, device_app, pcm16, stream_until_final, tone_wav
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
@@ -232,13 +232,7 @@ def test_websocket_endpointing_ends_on_silence(api):
     speech, _ = sf.read(io.BytesIO(tone_wav(0.5)), dtype="float32")
     audio = np.concatenate([speech, np.zeros(16000, dtype=np.float32)])  # then 1 s of silence, no end marker
     with client.websocket_connect("/v1/stream", headers=auth(key)) as ws:
-        final = None
-        for i in range(0, len(audio), 1600):
-            ws.send_bytes(pcm16(audio[i:i + 1600]))
-            message = ws.receive_json()
-            if message["type"] == "final":
-                final = message
-                break
+        final = stream_until_final(ws, audio)
     assert final is not None and final["ended_by"] == "endpoint"
     assert 1.0 <= final["duration_s"] < 1.5  # 0.5 s of speech + 0.6 s endpoint silence (+ one chunk)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from _device_helpers import add_device, auth, device_app, pcm16, tone_wav
+from _device_helpers import add_device, auth, device_app, pcm16, stream_until_final, tone_wav
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
@@ -257,14 +257,8 @@ def test_stream_longer_than_max_stream_seconds_is_cut(tmp_path, catalog_url):
     with TestClient(device_app(tmp_path, catalog_url, max_stream_seconds=1.0, **BUSY)) as client:
         key = add_device(catalog_url)
         audio = _speech(3.0)  # a continuous tone: no endpoint silence, only the limit can end it
-        final = None
         with client.websocket_connect("/v1/stream", headers=auth(key)) as ws:
-            for i in range(0, len(audio), 1600):
-                ws.send_bytes(pcm16(audio[i:i + 1600]))
-                message = ws.receive_json()
-                if message["type"] == "final":
-                    final = message
-                    break
+            final = stream_until_final(ws, audio)
         assert final is not None and final["ended_by"] == "max_duration"
         assert final["duration_s"] == pytest.approx(1.0, abs=0.01)
         assert _row_counts(catalog_url)["production_utterances"] == 1
