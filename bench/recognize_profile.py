@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--threads", default="1,4")
     ap.add_argument("--catalog-server", metavar="URL", help="a PostgreSQL server for the catalog (fresh database)")
     ap.add_argument("--out", type=Path, default=OUT_DIR / "recognize_profile.json")
+    ap.add_argument("--without-slices", action="store_true",
+                    help="skip the slice and the input features (the cost they add = the difference)")
     a = ap.parse_args()
 
     import torch
@@ -70,15 +72,29 @@ def main() -> None:
     recognizer.transcribe_batch = timed("decode", recognizer.transcribe_batch)
     service.parser.parse = timed("command parse", service.parser.parse)
     service.record = timed("catalog upsert", service.record)
+    # Inside the upsert: what monitoring adds to every request, the input features (the slice comes with
+    # the authenticated device, as in the route: no query).
+    import serving.recognition as recognition
+
+    if a.without_slices:
+        recognition.input_features = lambda *_: recognition.InputFeatures(0.0, 0.0, None)
+        recognition.device_slices = lambda *_: {}
+    recognition.input_features = timed("  of which input features", recognition.input_features)
     counter = iter(range(10**9))
 
-    def auth() -> None:
+    def auth():  # noqa: ANN202
         with catalog() as session:
-            authenticate_device(session, device.key)
+            return authenticate_device(session, device.key)
 
     auth_timed = timed("device key lookup", auth)
-    whole = timed("whole request", lambda wav, raw: (auth_timed(), service.recognize(
-        Utterance(wav, device.device_id, f"prof-{next(counter)}", raw), channel="http")))
+
+    def request(wav, raw) -> None:  # noqa: ANN001
+        owner = auth_timed()
+        profile = None if a.without_slices else recognition.device_slice(owner)
+        service.recognize(Utterance(wav, device.device_id, f"prof-{next(counter)}", raw, device_slice=profile),
+                          channel="http")
+
+    whole = timed("whole request", request)
     rows = []
     try:
         for n in (int(x) for x in a.threads.split(",")):

@@ -392,8 +392,13 @@ class SliceMetric(Base):
     n: Mapped[int] = mapped_column(Integer, default=0)
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    # The dashboard reads one metric over a time range (the unique key starts with window_end, which
+    # would make it scan every metric of the range); version and slice key in the index filter without
+    # reading rows.
     __table_args__ = (UniqueConstraint("window_end", "window_s", "slice_key", "slice_value", "model_version",
-                                       "metric", name="uq_slice_metric"),)
+                                       "metric", name="uq_slice_metric"),
+                      Index("ix_slice_metrics_metric_window", "metric", "window_s", "window_end", "model_version",
+                            "slice_key"))
 
 
 class Alert(Base):

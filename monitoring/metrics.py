@@ -19,7 +19,8 @@ RECOGNITIONS = Counter("voiceloop_recognitions_total", "Utterances recognised",
                        ["channel", "model_version", "route"])
 RECOGNITION_LATENCY = Histogram("voiceloop_recognition_seconds", "Decode time per utterance (audio in → text)",
                                 ["channel", "model_version"], buckets=LATENCY_BUCKETS)
-REAL_TIME_FACTOR = Histogram("voiceloop_real_time_factor", "Decode time / audio duration", ["channel"],
+REAL_TIME_FACTOR = Histogram("voiceloop_real_time_factor", "Decode time / audio duration",
+                             ["channel", "model_version"],
                              buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 CONFIDENCE = Histogram("voiceloop_confidence", "Confidence of served hypotheses", ["channel", "model_version"],
                        buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0))
@@ -46,3 +47,11 @@ def set_model_info(alias: str, version: str) -> None:
         if labels[0] == alias:
             MODEL_INFO.remove(*labels)
     MODEL_INFO.labels(alias, version).set(1)
+
+
+# -- VOC (monitoring/voc.py) --
+# One increment per slice key for each complaint (slice_key "all" too), so a rate per dialect or per age
+# band is one selector: sum by (slice_value) (rate(voiceloop_voc_total{slice_key="dialect"}[1h])).
+# Values are the profile vocabularies (a handful each) or "unknown"; never device ids.
+VOC_RECEIVED = Counter("voiceloop_voc_total", "Complaints (VOC) taken in, by category and slice",
+                       ["source", "category", "slice_key", "slice_value"])

@@ -5,6 +5,11 @@ key this random cannot be guessed from the hash, so the slow password hashes use
 only add milliseconds to every request. After :func:`rotate_key` the old key keeps working for
 ``overlap`` (firmware fleets pick up a new key over hours), then stops; :func:`revoke_device`
 stops every key at once.
+
+A device also carries its owner's profile (optional, from the account): ``region`` (the dialect region of
+the address), ``age_band`` and ``environment`` (where the speaker stands). Production utterances copy it as
+their slice, so the values come from the vocabularies the studio and the data plans use
+(:func:`profile_vocabulary`); :func:`set_device_profile` changes it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +30,8 @@ from collection.models import AuditEntry, Device, DeviceKey, aware, utcnow
 KEY_PREFIX = "vlk_"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 DEFAULT_OVERLAP = timedelta(hours=24)
+#: the owner profile's fields, in the order they are shown (``region`` becomes an utterance's ``dialect`` slice)
+PROFILE_FIELDS = ("region", "age_band", "environment")
 
 
 class DeviceError(ValueError):
@@ -55,22 +63,75 @@ def _new_key(session: Session, device_id: str) -> str:
     return key
 
 
-def register_device(session: Session, device_id: str, device_type: str = "speaker", actor: str = "system") -> IssuedKey:
-    """A new device and its first key. Raises DeviceError(conflict) when the id is taken."""
+def profile_vocabulary() -> dict[str, tuple[str, ...]]:
+    """The valid values of each profile field: the dialect regions the data plans know (``standard`` plus
+    the grammars' dialects), the studio's age bands and acoustic environments."""
+    from collection.dataplan import known_dialects
+    from collection.studio.environments import ENVIRONMENTS
+    from collection.studio.personas import AGE_BANDS
+
+    return {"region": known_dialects(), "age_band": AGE_BANDS, "environment": tuple(ENVIRONMENTS)}
+
+
+def check_profile(profile: Mapping[str, str | None]) -> dict[str, str | None]:
+    """``profile`` with every field checked against :func:`profile_vocabulary` (None or "" = unknown).
+    Raises DeviceError(invalid) naming the field and its valid values."""
+    unknown = sorted(set(profile) - set(PROFILE_FIELDS))
+    if unknown:
+        raise DeviceError("invalid", f"unknown profile field(s) {unknown}; valid: {list(PROFILE_FIELDS)}")
+    vocab = profile_vocabulary()
+    out: dict[str, str | None] = {}
+    for name, value in profile.items():
+        value = value or None
+        if value is not None and value not in vocab[name]:
+            raise DeviceError("invalid", f"{name} {value!r} is not one of {list(vocab[name])}")
+        out[name] = value
+    return out
+
+
+def register_device(session: Session, device_id: str, device_type: str = "speaker", actor: str = "system",
+                    profile: Mapping[str, str | None] | None = None) -> IssuedKey:
+    """A new device and its first key; ``profile``: the owner's region / age_band / environment (any of
+    them, optional). Raises DeviceError(conflict) when the id is taken, (invalid) for a bad id, type or
+    profile value."""
     if not DEVICE_ID.match(device_id or ""):
         raise DeviceError("invalid", f"device id {device_id!r} must be 1-64 letters, digits or . _ : - "
                                      "(starting with a letter or digit)")
     if not re.match(r"^[a-z0-9_-]{1,32}$", device_type or ""):
         raise DeviceError("invalid", f"device type {device_type!r} must be 1-32 of a-z 0-9 _ -")
+    owner = check_profile(profile or {})
     try:
         with session.begin_nested():
-            session.add(Device(id=device_id, device_type=device_type))
+            session.add(Device(id=device_id, device_type=device_type, **owner))
             session.flush()
     except IntegrityError as e:
         raise DeviceError("conflict", f"device {device_id!r} is already registered; rotate its key instead") from e
     key = _new_key(session, device_id)
-    audit(session, actor, "device_register", device_id, device_type=device_type)
+    audit(session, actor, "device_register", device_id, device_type=device_type, profile=sorted(owner))
     return IssuedKey(device_id, key)
+
+
+def set_device_profile(session: Session, device_id: str, changes: Mapping[str, str | None],
+                       actor: str = "system") -> Device:
+    """Change the owner's profile: each field in ``changes`` is set (None or "" clears it); fields left out
+    stay. Utterances already served keep the slice they were recorded with. The audit entry names the
+    fields changed, not their values (an age band is personal data)."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise DeviceError("not_found", f"no device {device_id!r}")
+    owner = check_profile(changes)
+    changed = sorted(name for name, value in owner.items() if getattr(device, name) != value)
+    for name in changed:
+        setattr(device, name, owner[name])
+    if changed:
+        audit(session, actor, "device_profile", device_id, fields=changed)
+    session.flush()
+    return device
+
+
+def device_profile(device: Device) -> dict[str, str | None]:
+    """``{region, age_band, environment}`` of a device."""
+    return {name: getattr(device, name) for name in PROFILE_FIELDS}
 
 
 def _live_device(session: Session, device_id: str) -> Device:

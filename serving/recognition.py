@@ -9,6 +9,11 @@ parse the command from the grammar, upsert the production utterance by request i
 redelivered request updates its row, never adds one; audio is kept only under the device's consent),
 then hand a copy to the challenger when shadowing. Batches (the Kafka worker's micro-batches) are
 decoded together per model.
+
+Every recorded utterance also carries what monitoring needs, consent or not (numbers, not content): the
+slice (the device owner's profile when it was served: dialect region, age band, environment, device
+type), input features (speech level, SNR — measured as QC measures stored audio —, speaking rate),
+whether the grammar parsed a command, and for a stream what ended it.
 """
 
 from __future__ import annotations
@@ -18,19 +23,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import soundfile as sf
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from asr.audio import SAMPLE_RATE
+from asr.text import get_language_pack
 from collection.consent import record_production
-from collection.models import ProductionUtterance, ShadowResult
+from collection.models import Device, ProductionUtterance, ShadowResult
+from collection.qc import speech_levels
 from collection.store import AudioStore
 from monitoring import metrics
 from serving.commands import command_parser
@@ -54,6 +62,10 @@ class Utterance:
     device_id: str
     request_id: str = field(default_factory=new_request_id)
     audio: bytes | None = None
+    ended_by: str | None = None  # a stream's end as the catalog names it: client | endpoint | max_seconds
+    # (dialect, age_band, environment, device_type) when the caller has the device at hand (the API
+    # authenticated it); None: looked up while recording (the Kafka worker knows only the id)
+    device_slice: tuple[str | None, str | None, str | None, str | None] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -79,11 +91,44 @@ class Recognition:
                 "latency_ms": round(self.latency_ms, 1), "duration_s": round(self.duration_s, 3)}
 
 
+@dataclass(frozen=True)
+class InputFeatures:
+    """What an utterance sounded like, for label-free drift and VOC triage: ``speech_dbfs`` (speech level,
+    dBFS), ``snr_db`` (speech over the noise floor, dB), ``speech_rate`` (normalised hypothesis characters,
+    spaces left out, per second of audio; None for empty audio)."""
+
+    speech_dbfs: float
+    snr_db: float
+    speech_rate: float | None
+
+
+def input_features(wav: np.ndarray, text: str, normalize: Callable[[str], str]) -> InputFeatures:
+    """``wav``: (samples,) float32 at 16 kHz; ``normalize``: the language pack's normaliser. ~0.5 ms for
+    a 2 s command (collection.qc's frame energies)."""
+    speech_dbfs, snr_db = speech_levels(wav)
+    duration = len(wav) / SAMPLE_RATE
+    chars = len(normalize(text).replace(" ", "")) if text else 0
+    return InputFeatures(round(speech_dbfs, 2), round(snr_db, 2), round(chars / duration, 3) if duration else None)
+
+
 def wav_bytes(wav: np.ndarray) -> bytes:
     """16 kHz PCM16 WAV file bytes (how stream and Kafka audio is stored)."""
     buf = io.BytesIO()
     sf.write(buf, np.clip(wav, -1.0, 1.0), SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
+
+def device_slice(device: Device) -> tuple[str | None, str | None, str | None, str | None]:
+    """(dialect, age_band, environment, device_type) of a device: its owner's profile as a slice."""
+    return device.region, device.age_band, device.environment, device.device_type
+
+
+def device_slices(session: Session, device_ids: set[str]) -> dict[str, tuple[str | None, ...]]:
+    """``{device_id: (dialect, age_band, environment, device_type)}`` from the devices' owner profiles
+    (one query for a batch); a device not in the catalog is left out (its utterances get no slice)."""
+    rows = session.execute(select(Device.id, Device.region, Device.age_band, Device.environment, Device.device_type)
+                           .where(Device.id.in_(sorted(device_ids))))
+    return {row[0]: tuple(row[1:]) for row in rows}
 
 
 class RecognitionService:
@@ -92,6 +137,7 @@ class RecognitionService:
         self.models, self.catalog, self.store = models, catalog, store
         self.language, self.erasure_secret = language, erasure_secret
         self.parser = command_parser(grammar)
+        self.normalize = get_language_pack(language).normalize
         self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._shadow_pending = 0
         self._lock = threading.Lock()
@@ -139,26 +185,37 @@ class RecognitionService:
         metrics.RECOGNITION_LATENCY.labels(channel, slot.version).observe(latency_ms / 1000)
         metrics.CONFIDENCE.labels(channel, slot.version).observe(result.confidence)
         if utt.duration_s > 0:
-            metrics.REAL_TIME_FACTOR.labels(channel).observe(latency_ms / 1000 / utt.duration_s)
+            metrics.REAL_TIME_FACTOR.labels(channel, slot.version).observe(latency_ms / 1000 / utt.duration_s)
         if parsed is None:
             metrics.OUT_OF_GRAMMAR.labels(channel).inc()
         return result
 
     # -- recording -----------------------------------------------------------------------
     def record(self, results: Sequence[Recognition], utts: Sequence[Utterance]) -> None:
-        """Upsert each production utterance (one transaction for the batch). Raises ValueError when
-        a request id already belongs to another device."""
+        """Upsert each production utterance (one transaction for the batch) with its slice and input
+        features. Raises ValueError when a request id already belongs to another device."""
+        # Measured before the transaction: on SQLite it holds the write lock.
+        features = [input_features(utt.wav, result.text, self.normalize)
+                    for result, utt in zip(results, utts, strict=True)]
         with self.catalog() as session:
-            for result, utt in zip(results, utts, strict=True):
+            unknown = {result.device_id for result, utt in zip(results, utts, strict=True) if utt.device_slice is None}
+            slices = device_slices(session, unknown) if unknown else {}
+            for result, utt, feat in zip(results, utts, features, strict=True):
+                dialect, age_band, environment, device_type = (
+                    utt.device_slice or slices.get(result.device_id, (None, None, None, None)))
                 row = record_production(
                     session, self.store, request_id=result.request_id, device_id=result.device_id,
                     audio=utt.audio if utt.audio is not None else wav_bytes(utt.wav), hypothesis=result.text,
                     confidence=result.confidence, latency_ms=result.latency_ms,
-                    model_version=result.model_version, language=self.language,
+                    model_version=result.model_version, language=self.language, environment=environment,
                     erasure_secret=self.erasure_secret)
                 row.channel, row.route = result.channel, result.route
                 row.command = result.command if row.hypothesis is not None else None  # content: under consent only
-                row.duration_s = result.duration_s
+                row.in_grammar = result.command is not None  # a yes/no, not what was said: kept without consent
+                row.duration_s, row.ended_by = result.duration_s, utt.ended_by
+                row.dialect, row.age_band, row.environment = dialect, age_band, environment
+                row.device_type = device_type
+                row.speech_dbfs, row.snr_db, row.speech_rate = feat.speech_dbfs, feat.snr_db, feat.speech_rate
             session.commit()
 
     # -- shadowing -----------------------------------------------------------------------

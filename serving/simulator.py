@@ -2,6 +2,8 @@
 
     devices = register_sim_devices(settings.catalog, 4, consent_share=0.5)   # sim-0001 … (keys rotated on rerun)
     commands = studio_commands("tiny", data_dir, 40)                          # eSpeak audio + transcripts
+    older = register_sim_devices(url, 2, prefix="sim-old", profiles=[{"region": "gyeongsang", "age_band": "70s+"}])
+    spoken = studio_commands("tiny", data_dir, 10, speaker={"dialect": "gyeongsang", "age_band": ("60s", "70s+")})
     summary = run_simulation(SimulationConfig(via=("http", "ws")), devices, commands)
     summary.table()                                                          # per channel: latency, WER/CER, …
 
@@ -64,6 +66,8 @@ class SpokenCommand:
     pcm16: bytes
     split: str
     environment: str
+    dialect: str = "standard"  # the studio speaker's
+    age_band: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -75,6 +79,24 @@ class SimDevice:
     device_id: str
     key: str
     consented: bool
+    profile: dict[str, str | None] = field(default_factory=dict)  # the owner's region / age_band / environment
+
+
+#: what a studio speaker filter may name, and how it reads a studio utterance
+SPEAKER_KEYS: dict[str, Callable[[Any], str]] = {"dialect": lambda s: s.persona.dialect,
+                                                 "age_band": lambda s: s.persona.age_band,
+                                                 "environment": lambda s: s.environment}
+
+
+def _speaker_filter(speaker: dict[str, str | Sequence[str]] | None) -> Callable[[Any], bool]:
+    """A predicate over studio utterance specs: every key matches (a value or any of several)."""
+    if not speaker:
+        return lambda spec: True
+    unknown = sorted(set(speaker) - set(SPEAKER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown speaker filter key(s) {unknown}; valid: {list(SPEAKER_KEYS)}")
+    wanted = {k: {v} if isinstance(v, str) else set(v) for k, v in speaker.items()}
+    return lambda spec: all(SPEAKER_KEYS[k](spec) in values for k, values in wanted.items())
 
 
 def _load_wav(path: Path) -> tuple[bytes, bytes]:
@@ -86,9 +108,13 @@ def _load_wav(path: Path) -> tuple[bytes, bytes]:
 
 
 def studio_commands(plan: str, data_dir: Path, count: int, *, seed: int = 0, extra_dirs: Sequence[Path] = (),
-                    min_s: float = 0.0, max_s: float = float("inf")) -> list[SpokenCommand]:
+                    min_s: float = 0.0, max_s: float = float("inf"),
+                    speaker: dict[str, str | Sequence[str]] | None = None) -> list[SpokenCommand]:
     """``count`` utterances of the studio ``plan`` (drawn across all its splits, repeated when the plan has
-    fewer), keeping only those between ``min_s`` and ``max_s`` seconds long.
+    fewer), keeping only those between ``min_s`` and ``max_s`` seconds long and, with ``speaker``, only
+    those whose studio speaker matches it: ``{"dialect": "gyeongsang"}``, ``{"age_band": ("60s", "70s+")}``,
+    ``{"environment": "tv"}`` (keys :data:`SPEAKER_KEYS`; a value or several) — traffic to pair with
+    devices whose owner profile says the same.
 
     Audio is looked up by recording id (the id hashes everything that shapes the audio, so a file with
     the id is that audio) in ``extra_dirs``, ``<data_dir>/studio``, ``<data_dir>/synthetic`` and the cache
@@ -101,7 +127,12 @@ def studio_commands(plan: str, data_dir: Path, count: int, *, seed: int = 0, ext
     p = load_plan(plan)
     if p.sample_rate != 16000:
         raise ValueError(f"plan {p.name!r} renders at {p.sample_rate} Hz; devices send 16 kHz")
-    specs = sorted((s for split in plan_utterances(p).values() for s in split), key=lambda s: s.recording_id)
+    matches = _speaker_filter(speaker)
+    everything = [s for split in plan_utterances(p).values() for s in split]
+    specs = sorted((s for s in everything if matches(s)), key=lambda s: s.recording_id)
+    if not specs:
+        have = {k: sorted({read(s) for s in everything}) for k, read in SPEAKER_KEYS.items()}
+        raise ValueError(f"plan {p.name!r} has no utterance of a speaker matching {speaker}; it has {have}")
     order = np.random.default_rng(seed).permutation(len(specs))
     cache = data_dir / "simulator" / p.name / "audio"
     places = [Path(d) / "audio" for d in extra_dirs] + [data_dir / d / "audio" for d in STUDIO_DIRS] + [cache]
@@ -116,7 +147,7 @@ def studio_commands(plan: str, data_dir: Path, count: int, *, seed: int = 0, ext
             write_wav(path, render_utterance(spec), p.sample_rate)
         wav, pcm = _load_wav(path)
         cmd = SpokenCommand(spec.recording_id, spec.sentence.text, dict(spec.sentence.command), wav, pcm,
-                            spec.split, spec.environment)
+                            spec.split, spec.environment, spec.persona.dialect, spec.persona.age_band)
         if min_s <= cmd.duration_s <= max_s:
             chosen.append(cmd)
             if len(chosen) == count:
@@ -127,14 +158,17 @@ def studio_commands(plan: str, data_dir: Path, count: int, *, seed: int = 0, ext
 
 
 def register_sim_devices(catalog_url: str, count: int, *, consent_share: float = 0.0,
-                         prefix: str = DEVICE_PREFIX) -> list[SimDevice]:
+                         prefix: str = DEVICE_PREFIX, profiles: Sequence[dict[str, str | None]] = (),
+                         human_review: bool = False) -> list[SimDevice]:
     """Devices ``<prefix>-0001`` … in the catalog, each with a usable key: new ones are registered, ones
     left by an earlier run get a new key at once (their old keys stop). ``consent_share`` of them (spread
-    over the fleet) get an owner's consent to keep audio for training; the others have none (not
-    revoked: a device that never consented simply has no consent)."""
+    over the fleet) get an owner's consent to keep audio for training (and, with ``human_review``, to have
+    people listen to it: what VOC labeling needs); the others have none (not revoked: a device that never
+    consented simply has no consent). ``profiles``: owner profiles (region / age_band / environment) dealt
+    round robin over the fleet (device i gets ``profiles[i % len]``); a rerun sets them again."""
     from collection.consent import grant_device_consent
     from collection.db import session_scope
-    from serving.devices import DeviceError, register_device, rotate_key
+    from serving.devices import DeviceError, check_profile, register_device, rotate_key, set_device_profile
 
     if not 0.0 <= consent_share <= 1.0:
         raise ValueError(f"consent_share must be within [0, 1], got {consent_share}")
@@ -142,17 +176,19 @@ def register_sim_devices(catalog_url: str, count: int, *, consent_share: float =
     with session_scope(catalog_url) as session:
         for i in range(count):
             device_id = f"{prefix}-{i + 1:04d}"
+            profile = check_profile(profiles[i % len(profiles)]) if profiles else {}
             try:
-                issued = register_device(session, device_id, "speaker", actor="simulator")
+                issued = register_device(session, device_id, "speaker", actor="simulator", profile=profile)
             except DeviceError as e:
                 if e.code != "conflict":
                     raise
                 issued = rotate_key(session, device_id, overlap=timedelta(0), actor="simulator")
+                set_device_profile(session, device_id, profile, actor="simulator")
             consented = int((i + 1) * consent_share) > int(i * consent_share)
             if consented:
                 grant_device_consent(session, device_id=device_id, text_version=CONSENT_TEXT, scope_training=True,
-                                     scope_human_review=False, retention_days=30, actor="simulator")
-            devices.append(SimDevice(device_id, issued.key, consented))
+                                     scope_human_review=human_review, retention_days=30, actor="simulator")
+            devices.append(SimDevice(device_id, issued.key, consented, profile))
     return devices
 
 

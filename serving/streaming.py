@@ -18,6 +18,9 @@ from monitoring import metrics
 from serving.recognition import Recognition, RecognitionService, Utterance, new_request_id
 
 FRAME = 160  # 10 ms at 16 kHz
+# What ended a stream, as the catalog's ``ProductionUtterance.ended_by`` names it. The device protocol
+# says ``max_duration`` (firmware already branches on it, so it stays); the catalog says ``max_seconds``.
+CATALOG_ENDED_BY = {"client": "client", "endpoint": "endpoint", "max_duration": "max_seconds"}
 
 
 class StreamError(ValueError):
@@ -65,8 +68,10 @@ class Endpointer:
 
 class StreamSession:
     def __init__(self, service: RecognitionService, device_id: str, request_id: str | None = None,
-                 config: StreamConfig | None = None, channel: str = "ws") -> None:
+                 config: StreamConfig | None = None, channel: str = "ws",
+                 device_slice: tuple[str | None, str | None, str | None, str | None] | None = None) -> None:
         self.service, self.device_id, self.channel = service, device_id, channel
+        self.device_slice = device_slice  # the owner's profile, when the caller has the device (see Utterance)
         self.request_id = request_id or new_request_id()
         self.config = config or StreamConfig()
         self.slot = service.models.pick(self.request_id)
@@ -104,5 +109,6 @@ class StreamSession:
         hyp = self._stream.finish()
         latency_ms = (time.perf_counter() - started) * 1000
         wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
-        utt = Utterance(wav, self.device_id, self.request_id)
+        utt = Utterance(wav, self.device_id, self.request_id, ended_by=CATALOG_ENDED_BY[self.ended_by],
+                        device_slice=self.device_slice)
         return self.service.complete(utt, hyp.text, hyp.confidence, self.slot, latency_ms, self.channel)

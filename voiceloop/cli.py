@@ -153,14 +153,18 @@ def demo(
 
 
 def _add_groups() -> None:
-    from .commands import consent, dataset, db, device, importing, label, plan, qc, serving, simulate, stack
+    from .commands import consent, dataset, db, device, importing, label, monitor, plan, qc, serving, simulate, stack
 
     groups = {"plan": plan, "import": importing, "qc": qc, "label": label, "dataset": dataset,
               "consent": consent, "db": db, "device": device, "stack": stack, "simulate": simulate}
+    groups["monitor"] = monitor
     for name, module in groups.items():
         app.add_typer(module.app, name=name)
     app.command()(serving.serve)
     app.command()(serving.worker)
+    from .commands import report
+
+    app.command()(report.report)
 
 
 _add_groups()

@@ -49,6 +49,32 @@ class Settings(BaseSettings):
     kafka_max_wait_ms: int = 20  # how long a complete utterance waits for others to fill a batch
     kafka_fetch_max_wait_ms: int = 20  # broker-side fetch wait; kafka-python's 500 ms would delay end markers
 
+    # -- VOC (monitoring/voc.py; docs/monitoring.md "VOC") --
+    # POST /v1/feedback has its own token bucket per device (a person complains a few times, not 5/s).
+    feedback_rate_per_minute: float = 6.0
+    feedback_burst: int = 3
+    voc_link_window_minutes: float = 10.0  # an ops complaint links the device's utterances within ± this
+    voc_low_confidence: float = 0.6  # triage cause low_confidence below this (the labeling queue's threshold)
+    voc_low_snr_db: float = 10.0  # triage cause low_snr below this estimated SNR
+    voc_endpoint_min_seconds: float = 1.0  # a stream the endpointer ended this short was likely cut off
+
+    # -- drift and alerts (monitoring/drift.py, alerts.py; docs/monitoring.md "Drift and alerts") --
+    drift_window_s: int = 3600  # one traffic window (voiceloop monitor drift --window)
+    drift_labeled_window_s: int = 7 * 86400  # human transcripts are few: online WER over the last 7 days
+    drift_reference_window_s: int = 7 * 86400  # previous windows that define the confidence/VOC/traffic refs
+    drift_baseline_splits: list[str] = ["test_seen", "test_unseen", "test_heldout"]  # offline WER, n-weighted
+    drift_bootstrap_draws: int = 1000
+    alert_wer_margin: float = 0.02  # online WER/CER this far above the offline baseline (and CI low above it)
+    alert_min_labeled: int = 30  # transcribed utterances a slice needs before its WER can alert
+    alert_psi_threshold: float = 0.2
+    alert_min_traffic: int = 200  # utterances a slice needs before PSI or confidence can alert
+    alert_confidence_drop: float = 0.05
+    alert_voc_spike_factor: float = 2.0  # complaints per 1,000 at this multiple of the previous windows'
+    alert_voc_min_count: int = 5
+    alert_voc_per_1k_max: float = 20.0  # the spike threshold while there is no history
+    alert_no_traffic_min_expected: float = 50.0  # utterances per window a slice averaged before going silent
+    catalog_metrics_ttl_s: float = 30.0  # /metrics re-reads drift results and alerts at most this often
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"

@@ -39,7 +39,7 @@ SESSION_COOKIE = "voiceloop_session"
 CONTRIBUTOR_AUDIENCE = "contributor"
 # LabelingError / ContributorError codes → HTTP status.
 ERROR_STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
-ROLE_HOME = {"labeler": "/label", "reviewer": "/review", "admin": "/admin"}
+ROLE_HOME = {"labeler": "/label", "reviewer": "/review", "admin": "/admin", "ops": "/ops"}
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 

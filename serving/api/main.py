@@ -24,9 +24,10 @@ from collection.contributors import consent_form
 from collection.dataplan import DataPlan, load_dataplan
 from collection.db import connect
 from collection.store import AudioStore
+from monitoring.catalog_metrics import install_catalog_metrics
 from serving.api.deps import render, wants_html
 from serving.api.limits import BodyLimit, RequestMetrics, SameOrigin
-from serving.api.routes import admin, auth, device, devices, health, labeling, record, review
+from serving.api.routes import admin, auth, device, devices, health, labeling, ops, record, review, voc
 from serving.audio_input import InputLimits
 from serving.model_manager import ModelManager
 from serving.ratelimit import RateLimiter
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, plan: str | Path | DataPlan 
     settings.session_secret  # noqa: B018 - raises outside development without VOICELOOP_SECRET_KEY
     data_plan = load_dataplan(plan)
     catalog = connect(settings.catalog)
+    install_catalog_metrics(catalog, ttl_s=settings.catalog_metrics_ttl_s)  # drift results + alerts on /metrics
     store = AudioStore(settings.audio_store)
     service = None
     if models is not None:
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None, *, plan: str | Path | DataPlan 
     app.state.store = store
     app.state.recognition = service
     app.state.rate_limiter = RateLimiter(settings.device_rate_per_second, settings.device_burst)
+    app.state.feedback_limiter = RateLimiter(settings.feedback_rate_per_minute / 60, settings.feedback_burst)
     app.state.input_limits = InputLimits(max_seconds=settings.max_command_seconds)
     app.state.stream_config = StreamConfig(endpoint_silence_s=settings.endpoint_silence_seconds,
                                            max_seconds=settings.max_stream_seconds)
@@ -104,4 +107,6 @@ def create_app(settings: Settings | None = None, *, plan: str | Path | DataPlan 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(voc.router)  # the ops VOC API
+    app.include_router(ops.router)  # the ops dashboard pages
     return app

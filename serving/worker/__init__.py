@@ -82,6 +82,9 @@ def run_worker(settings: Settings, models: ModelManager, *, group: str = "voicel
     if metrics_port:
         from prometheus_client import start_http_server
 
+        from monitoring.catalog_metrics import install_catalog_metrics
+
+        install_catalog_metrics(service.catalog, ttl_s=settings.catalog_metrics_ttl_s)
         start_http_server(metrics_port)
         log.info("metrics on :%d/metrics", metrics_port)
     stop = stop or threading.Event()

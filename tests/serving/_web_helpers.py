@@ -82,7 +82,8 @@ class Seeded:
 
 def add_users(session: Session) -> dict[str, User]:
     return {name: create_user(session, name, role, PASSWORD)
-            for name, role in (("lab", "labeler"), ("lab2", "labeler"), ("rev", "reviewer"), ("boss", "admin"))}
+            for name, role in (("lab", "labeler"), ("lab2", "labeler"), ("rev", "reviewer"), ("boss", "admin"),
+                               ("opsy", "ops"))}
 
 
 def seed_queue(app: FastAPI, studio: Path, *, double: bool = False, recordings: int = 1) -> Seeded:

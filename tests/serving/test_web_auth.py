@@ -13,15 +13,15 @@ from collection.users import authenticate, create_user, issue_token, verify_pass
 from serving.api.deps import SESSION_COOKIE
 
 SECRET = "voiceloop-development-only-secret"  # Settings.session_secret in development
-ROLES = ("anonymous", "labeler", "reviewer", "admin")
+ROLES = ("anonymous", "labeler", "reviewer", "admin", "ops")
 
 
 def same(code: int) -> dict[str, int]:
     return dict.fromkeys(ROLES, code)
 
 
-def by_role(anonymous: int, labeler: int, reviewer: int, admin: int) -> dict[str, int]:
-    return dict(zip(ROLES, (anonymous, labeler, reviewer, admin), strict=True))
+def by_role(anonymous: int, labeler: int, reviewer: int, admin: int, ops: int) -> dict[str, int]:
+    return dict(zip(ROLES, (anonymous, labeler, reviewer, admin, ops), strict=True))
 
 
 # (method, path) -> expected status per role. Pages are requested as a browser does (Accept: text/html):
@@ -38,21 +38,21 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/login"): same(401),  # wrong password, whoever asks
     ("POST", "/logout"): same(303),
     ("POST", "/api/token"): same(200),  # right password
-    ("GET", "/api/me"): by_role(401, 200, 200, 200),
+    ("GET", "/api/me"): by_role(401, 200, 200, 200, 200),
     ("GET", "/record"): same(200),  # public: volunteers have no account
     ("POST", "/record/consent"): same(422),  # an empty form
     ("POST", "/record/prompt"): same(401),  # no contributor token (a staff login is not one)
     ("POST", "/record/upload"): same(401),
-    ("GET", "/label"): by_role(303, 200, 403, 403),
-    ("GET", "/api/label/next"): by_role(401, 200, 403, 403),
-    ("POST", "/label/{task_id}"): by_role(303, 303, 403, 403),  # the labeler's 303 is "saved, next task"
-    ("GET", "/guidelines"): by_role(303, 200, 200, 200),
-    ("GET", "/audio/{recording_id}"): by_role(401, 200, 200, 200),  # the labeler holds its task
-    ("GET", "/review"): by_role(303, 403, 200, 200),
-    ("POST", "/review/{label_id}"): by_role(303, 403, 422, 422),  # allowed in, then a bad action
-    ("GET", "/admin"): by_role(303, 403, 403, 200),
-    ("POST", "/admin/users"): by_role(303, 403, 403, 303),
-    ("POST", "/admin/tasks/assign"): by_role(303, 403, 403, 303),
+    ("GET", "/label"): by_role(303, 200, 403, 403, 403),
+    ("GET", "/api/label/next"): by_role(401, 200, 403, 403, 403),
+    ("POST", "/label/{task_id}"): by_role(303, 303, 403, 403, 403),  # the labeler's 303 is "saved, next task"
+    ("GET", "/guidelines"): by_role(303, 200, 200, 200, 200),
+    ("GET", "/audio/{recording_id}"): by_role(401, 200, 200, 200, 403),  # the labeler holds its task
+    ("GET", "/review"): by_role(303, 403, 200, 200, 403),
+    ("POST", "/review/{label_id}"): by_role(303, 403, 422, 422, 403),  # allowed in, then a bad action
+    ("GET", "/admin"): by_role(303, 403, 403, 200, 403),
+    ("POST", "/admin/users"): by_role(303, 403, 403, 303, 403),
+    ("POST", "/admin/tasks/assign"): by_role(303, 403, 403, 303, 403),
     ("GET", "/healthz"): same(200),
     ("GET", "/readyz"): same(200),
     ("GET", "/metrics"): same(200),
@@ -61,17 +61,40 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/v1/requests/{request_id}"): same(401),
     ("POST", "/v1/feedback"): same(401),
     ("WS", "/v1/stream"): same(1008),  # the WebSocket close code (policy violation)
-    ("POST", "/v1/admin/devices"): by_role(401, 403, 403, 201),
-    ("POST", "/v1/admin/devices/{device_id}/rotate"): by_role(401, 403, 403, 404),  # no such device
-    ("POST", "/v1/admin/devices/{device_id}/revoke"): by_role(401, 403, 403, 404),
+    ("POST", "/v1/admin/devices"): by_role(401, 403, 403, 201, 403),
+    ("POST", "/v1/admin/devices/{device_id}/rotate"): by_role(401, 403, 403, 404, 403),  # no such device
+    ("POST", "/v1/admin/devices/{device_id}/revoke"): by_role(401, 403, 403, 404, 403),
+    # The ops dashboard (pages and their JSON): ops and admin only.
+    ("GET", "/ops"): by_role(303, 403, 403, 200, 200),
+    ("GET", "/ops/drift"): by_role(303, 403, 403, 200, 200),
+    ("GET", "/ops/voc"): by_role(303, 403, 403, 200, 200),
+    ("GET", "/ops/data"): by_role(303, 403, 403, 200, 200),
+    ("GET", "/ops/api/overview"): by_role(401, 403, 403, 200, 200),
+    ("GET", "/ops/api/drift"): by_role(401, 403, 403, 200, 200),
+    ("GET", "/ops/api/data"): by_role(401, 403, 403, 200, 200),
+    ("PATCH", "/v1/admin/devices/{device_id}/profile"): by_role(401, 403, 403, 404, 403),  # no such device
+    # The ops VOC API (JSON): ops and admin only; 422 = allowed in, then an empty body; 404 = no such complaint.
+    ("POST", "/ops/api/voc"): by_role(401, 403, 403, 422, 422),
+    ("GET", "/ops/api/voc"): by_role(401, 403, 403, 200, 200),
+    ("GET", "/ops/api/voc/rate"): by_role(401, 403, 403, 200, 200),
+    ("GET", "/ops/api/voc/{feedback_id}"): by_role(401, 403, 403, 404, 404),
+    ("POST", "/ops/api/voc/{feedback_id}/triage"): by_role(401, 403, 403, 404, 404),
+    ("POST", "/ops/api/voc/{feedback_id}/label"): by_role(401, 403, 403, 404, 404),
+    ("POST", "/ops/api/voc/{feedback_id}/status"): by_role(401, 403, 403, 404, 404),
+    ("GET", "/ops/api/voc/{feedback_id}/audio/{request_id}"): by_role(401, 403, 403, 404, 404),
 }
 API = {"/openapi.json", "/api/token", "/api/me", "/api/label/next", "/audio/{recording_id}", "/record/consent",
        "/record/prompt", "/record/upload", "/static/{path}", "/healthz", "/readyz", "/metrics", "/v1/recognize",
        "/v1/requests/{request_id}", "/v1/feedback", "/v1/admin/devices", "/v1/admin/devices/{device_id}/rotate",
-       "/v1/admin/devices/{device_id}/revoke"}
+       "/v1/admin/devices/{device_id}/revoke", "/ops/api/overview", "/ops/api/drift", "/ops/api/data"}
+API |= {"/v1/admin/devices/{device_id}/profile", "/ops/api/voc", "/ops/api/voc/rate", "/ops/api/voc/{feedback_id}",
+        "/ops/api/voc/{feedback_id}/triage", "/ops/api/voc/{feedback_id}/label", "/ops/api/voc/{feedback_id}/status",
+        "/ops/api/voc/{feedback_id}/audio/{request_id}"}
 JSON_BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/v1/feedback"): {"request_id": "req-none", "category": "other"},
     ("POST", "/v1/admin/devices/{device_id}/rotate"): {"overlap_s": 0},
+    ("PATCH", "/v1/admin/devices/{device_id}/profile"): {"age_band": "60s"},
+    ("POST", "/ops/api/voc/{feedback_id}/status"): {"status": "closed"},
 }
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/login"): {"username": "lab", "password": "wrong-password"},
@@ -106,9 +129,10 @@ def test_role_by_route_matrix(tmp_path, catalog_url, tiny_studio):
     with session_of(app) as session:
         ids = {role: session.query(User).filter_by(username=name).one().id
                for role, name in (("labeler", seeded.labeler), ("reviewer", seeded.reviewer),
-                                  ("admin", seeded.admin))}
+                                  ("admin", seeded.admin), ("ops", "opsy"))}
     params = {"task_id": seeded.task_id, "recording_id": seeded.recording_id, "label_id": "lbl-none",
-              "path": "style.css", "request_id": "req-none", "device_id": "dev-none"}
+              "path": "style.css", "request_id": "req-none", "device_id": "dev-none",
+              "feedback_id": "voc-none"}
     failures = []
     for (method, path), expected in MATRIX.items():
         for role in ROLES:

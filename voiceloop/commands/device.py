@@ -1,4 +1,4 @@
-"""`voiceloop device …`: register devices, rotate and revoke their keys, record their owners' consent."""
+"""`voiceloop device …`: register devices, rotate and revoke their keys, record their owners' consent and profile."""
 
 from __future__ import annotations
 
@@ -17,20 +17,49 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+RegionOpt = Annotated[str | None, typer.Option(help="owner's dialect region (standard, gyeongsang, …)")]
+AgeBandOpt = Annotated[str | None, typer.Option(help="owner's age band (20s … 70s+)")]
+EnvironmentOpt = Annotated[str | None, typer.Option(help="where the speaker stands (quiet, tv, kitchen, far_field)")]
+
+
+def _profile(region: str | None, age_band: str | None, environment: str | None) -> dict[str, str | None]:
+    given = {"region": region, "age_band": age_band, "environment": environment}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @app.command()
 def add(device_id: str, device_type: Annotated[str, typer.Option(help="device type (a slice)")] = "speaker",
+        region: RegionOpt = None, age_band: AgeBandOpt = None, environment: EnvironmentOpt = None,
         data_dir: DataOpt = None) -> None:
-    """Register a device and print its key (shown once)."""
+    """Register a device (with its owner's profile, optional) and print its key (shown once)."""
     from collection.db import connect
     from serving.devices import DeviceError, register_device
 
     with connect(settings_for(data_dir).catalog)() as session:
         try:
-            issued = register_device(session, device_id, device_type, actor="cli")
+            issued = register_device(session, device_id, device_type, actor="cli",
+                                     profile=_profile(region, age_band, environment))
         except DeviceError as e:
             raise _fail(e) from e
         session.commit()
     typer.echo(issued.key)
+
+
+@app.command()
+def profile(device_id: str, region: RegionOpt = None, age_band: AgeBandOpt = None,
+            environment: EnvironmentOpt = None, data_dir: DataOpt = None) -> None:
+    """Change the owner's profile: the options given are set ('' clears one), the rest stay. Prints it."""
+    from collection.db import connect
+    from serving.devices import DeviceError, device_profile, set_device_profile
+
+    with connect(settings_for(data_dir).catalog)() as session:
+        try:
+            device = set_device_profile(session, device_id, _profile(region, age_band, environment), actor="cli")
+        except DeviceError as e:
+            raise _fail(e) from e
+        session.commit()
+        shown = device_profile(device)
+    typer.echo(f"{device_id}: " + ", ".join(f"{k}={v or '-'}" for k, v in shown.items()))
 
 
 @app.command()

@@ -169,7 +169,7 @@ def guidelines(
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="user name (a-z, 0-9, '.', '_', '-')")],
-    role: Annotated[str, typer.Option(help="labeler, reviewer or admin")] = "labeler",
+    role: Annotated[str, typer.Option(help="labeler, reviewer, admin or ops")] = "labeler",
     password_env: Annotated[str | None, typer.Option(help="read the password from this environment variable")] = None,
     simulated: Annotated[bool, typer.Option(help="a simulated labeler (answers from prompt texts)")] = False,
     data_dir: DataOpt = None,

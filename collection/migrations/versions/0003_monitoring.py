@@ -59,6 +59,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('slice_metrics', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_slice_metrics_window_end'), ['window_end'], unique=False)
+        batch_op.create_index('ix_slice_metrics_metric_window',
+                              ['metric', 'window_s', 'window_end', 'model_version', 'slice_key'], unique=False)
 
     op.create_table('feedback_events',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -167,6 +169,7 @@ def downgrade() -> None:
 
     op.drop_table('feedback_events')
     with op.batch_alter_table('slice_metrics', schema=None) as batch_op:
+        batch_op.drop_index('ix_slice_metrics_metric_window')
         batch_op.drop_index(batch_op.f('ix_slice_metrics_window_end'))
 
     op.drop_table('slice_metrics')

@@ -1,7 +1,8 @@
 """The device API: recognise a command (HTTP or WebSocket stream), read a request back, send feedback.
 
-Every route authenticates the device by its key and applies its rate limit; a device sees only
-its own requests (another device's request id reads as "not found").
+Every route authenticates the device by its key and applies its rate limit (feedback has a bucket of
+its own: a person complains a few times a minute at most); a device sees only its own requests
+(another device's request id reads as "not found").
 """
 
 from __future__ import annotations
@@ -10,22 +11,23 @@ import json
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from collection.models import Feedback
+from collection.models import Device
 from monitoring import metrics
-from serving.api.deps import CurrentDevice, ServiceDep, SessionDep, authenticate_request
+from monitoring.voc import CATEGORIES, MAX_TEXT, TriageConfig, VocError, intake_device_feedback
+from serving.api.deps import CurrentDevice, ServiceDep, SessionDep, SettingsDep, authenticate_request
 from serving.audio_input import InputError, read_command_audio
-from serving.recognition import Recognition, Utterance, new_request_id
+from serving.recognition import Recognition, Utterance, device_slice, new_request_id
 from serving.streaming import StreamError, StreamSession
 
 router = APIRouter(prefix="/v1", tags=["device"])
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-FEEDBACK_CATEGORIES = ("misrecognized", "wrong_action", "no_response", "too_slow", "other")
+FEEDBACK_CATEGORIES = CATEGORIES
 
 
 class CommandOut(BaseModel):
@@ -52,7 +54,7 @@ class RecognitionOut(BaseModel):
 class FeedbackIn(BaseModel):
     request_id: str = Field(max_length=64)
     category: Literal[FEEDBACK_CATEGORIES]  # type: ignore[valid-type]
-    text: str | None = Field(default=None, max_length=2000)
+    text: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
 class FeedbackOut(BaseModel):
@@ -96,7 +98,8 @@ async def recognize(request: Request, device: CurrentDevice, service: ServiceDep
 
     def work() -> Recognition:
         wav = read_command_audio(data, request.app.state.input_limits)
-        return service.recognize(Utterance(wav, device.id, request_id, data), channel="http")
+        return service.recognize(Utterance(wav, device.id, request_id, data, device_slice=device_slice(device)),
+                                 channel="http")
 
     try:
         result = await run_in_threadpool(work)
@@ -118,14 +121,31 @@ def read_request(request_id: str, device: CurrentDevice, service: ServiceDep) ->
             "latency_ms": row.latency_ms or 0.0, "duration_s": row.duration_s or 0.0}
 
 
-@router.post("/feedback", response_model=FeedbackOut, status_code=201)
-def feedback(body: FeedbackIn, device: CurrentDevice, service: ServiceDep, session: SessionDep) -> dict:
-    """A complaint (VOC) about one of this device's requests."""
-    if service.lookup(body.request_id, device.id) is None:
-        raise HTTPException(404, f"no request {body.request_id!r} from this device")
-    row = Feedback(request_id=body.request_id, device_id=device.id, category=body.category, text=body.text)
-    session.add(row)
+def get_feedback_device(request: Request) -> Device:
+    """The calling device, limited by the feedback bucket (``feedback_rate_per_minute``, ``feedback_burst``)."""
+    return authenticate_request(request.app.state.catalog, request.headers, request.app.state.feedback_limiter)
+
+
+FeedbackDevice = Annotated[Device, Depends(get_feedback_device)]
+VOC_STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
+
+
+@router.post("/feedback", response_model=FeedbackOut, status_code=201, responses={
+    200: {"description": "the same complaint was already taken in (a retry): the first one"},
+    404: {"description": "no such request from this device"}, 429: {"description": "too many complaints"}})
+def feedback(body: FeedbackIn, device: FeedbackDevice, session: SessionDep, settings: SettingsDep,
+             response: Response) -> dict:
+    """A complaint (VOC) about one of this device's requests. Sending the same complaint again (a retry)
+    answers 200 with the first one instead of storing it twice."""
+    try:
+        row, created = intake_device_feedback(session, device_id=device.id, request_id=body.request_id,
+                                              category=body.category, text=body.text,
+                                              config=TriageConfig.from_settings(settings))
+    except VocError as e:
+        raise HTTPException(VOC_STATUS[e.code], str(e)) from e
     session.commit()
+    if not created:
+        response.status_code = 200
     return {"feedback_id": row.id, "request_id": row.request_id, "status": row.status}
 
 
@@ -154,7 +174,8 @@ async def stream(websocket: WebSocket) -> None:
                 return
             if message.get("bytes") is not None:
                 if session_ is None:
-                    session_ = StreamSession(service, device.id, config=app.state.stream_config)
+                    session_ = StreamSession(service, device.id, config=app.state.stream_config,
+                                             device_slice=device_slice(device))
                 partial = await run_in_threadpool(session_.accept, message["bytes"])
                 if session_.ended_by:
                     break
@@ -163,7 +184,7 @@ async def stream(websocket: WebSocket) -> None:
             control = _control(message.get("text"))
             if control.get("type") == "start" and session_ is None:
                 session_ = StreamSession(service, device.id, _request_id(control.get("request_id")),
-                                         app.state.stream_config)
+                                         app.state.stream_config, device_slice=device_slice(device))
             elif control.get("type") == "end":
                 break
             else:

@@ -1,4 +1,4 @@
-"""Device credentials, for admins (``Authorization: Bearer <admin token>`` from ``/api/token``)."""
+"""Device credentials and owner profiles, for admins (``Authorization: Bearer <admin token>`` from ``/api/token``)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,44 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from serving.api.deps import AdminUser, SessionDep
-from serving.devices import DeviceError, register_device, revoke_device, rotate_key
+from serving.devices import (
+    DeviceError,
+    device_profile,
+    register_device,
+    revoke_device,
+    rotate_key,
+    set_device_profile,
+)
 
 router = APIRouter(prefix="/v1/admin/devices", tags=["device admin"])
 STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
 
 
-class DeviceIn(BaseModel):
+PROFILE_HELP = {"region": "dialect region of the owner's address, e.g. standard, gyeongsang",
+                "age_band": "owner's age band, e.g. 30s, 70s+",
+                "environment": "where the speaker stands, e.g. quiet, tv, kitchen, far_field"}
+
+
+class ProfileIn(BaseModel):
+    """The owner's profile; each field optional (null = unknown). Values are checked against the
+    vocabularies the data plans use; a wrong one is a 422 naming the valid values."""
+
+    region: str | None = Field(default=None, max_length=32, description=PROFILE_HELP["region"])
+    age_band: str | None = Field(default=None, max_length=16, description=PROFILE_HELP["age_band"])
+    environment: str | None = Field(default=None, max_length=32, description=PROFILE_HELP["environment"])
+
+
+class DeviceIn(ProfileIn):
     device_id: str = Field(max_length=64)
     device_type: str = Field(default="speaker", max_length=32)
+
+
+class ProfileOut(BaseModel):
+    device_id: str
+    device_type: str
+    region: str | None
+    age_band: str | None
+    environment: str | None
 
 
 class RotateIn(BaseModel):
@@ -37,7 +66,9 @@ def _error(e: DeviceError) -> HTTPException:
 @router.post("", response_model=KeyOut, status_code=201)
 def register(body: DeviceIn, user: AdminUser, session: SessionDep) -> KeyOut:
     try:
-        issued = register_device(session, body.device_id, body.device_type, actor=user.username)
+        issued = register_device(session, body.device_id, body.device_type, actor=user.username,
+                                 profile=body.model_dump(include={"region", "age_band", "environment"},
+                                                         exclude_none=True))
     except DeviceError as e:
         raise _error(e) from e
     session.commit()
@@ -61,3 +92,15 @@ def revoke(device_id: str, user: AdminUser, session: SessionDep) -> None:
     except DeviceError as e:
         raise _error(e) from e
     session.commit()
+
+
+@router.patch("/{device_id}/profile", response_model=ProfileOut)
+def update_profile(device_id: str, body: ProfileIn, user: AdminUser, session: SessionDep) -> ProfileOut:
+    """Change the owner's profile: fields sent are set (null clears one), fields left out stay. Requests
+    already served keep the slice they were served with."""
+    try:
+        device = set_device_profile(session, device_id, body.model_dump(exclude_unset=True), actor=user.username)
+    except DeviceError as e:
+        raise _error(e) from e
+    session.commit()
+    return ProfileOut(device_id=device.id, device_type=device.device_type, **device_profile(device))

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse
 
 from collection import labeling, workbench
 from collection.labeling import LabelingError
+from monitoring import voc
 from serving.api.deps import ReviewerUser, SessionDep, http_error, render
 
 router = APIRouter(tags=["review"])
@@ -31,5 +32,7 @@ def review_label(label_id: str, user: ReviewerUser, session: SessionDep, action:
         labeling.review(session, label_id, user, accept=accept, text=text if accept else None, note=note or None)
     except LabelingError as e:
         raise http_error(e) from e
+    if accept:  # complaints waiting for this transcript move to labeled (idempotent; jobs call it too)
+        voc.sync_labeled(session, actor=user.username)
     session.commit()
     return RedirectResponse(f"/review?done={label_id}", status_code=303)

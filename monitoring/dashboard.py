@@ -1,0 +1,494 @@
+"""What the ops dashboard and the HTML report show: overview, drift, data quotas and the VOC inbox.
+
+Every function takes the caller's session and a :class:`TimeRange` (or filters) and returns plain
+dataclasses (:func:`jsonable` turns them into JSON for ``/ops/api/…``). All aggregation happens in SQL
+(``GROUP BY``), so the pages stay fast with a million production utterances and ten thousand complaints:
+
+- :func:`overview`: traffic per time bucket and per model version, latency percentiles, problem counts,
+  from the hourly rollups of :mod:`monitoring.traffic` (the only function here that writes: it stores the
+  rollups of closed hours it had to compute; the caller commits);
+- :func:`drift`: per-slice online WER/CER (whatever the drift job stored in ``slice_metrics``) with
+  confidence intervals, alerts, and each model version's latest value per slice (champion vs challenger);
+- :func:`data_status`: a data plan's quotas against what was collected and labeled (:mod:`collection.quota`);
+- :mod:`monitoring.inbox`: the VOC inbox (filters, linked utterances, reference vs hypothesis).
+
+Errors are :class:`DashboardError` with a ``code`` the routes map to an HTTP status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from collection.dataplan import AXES, DataPlan
+from collection.models import Alert, ProductionUtterance, Rejection, ShadowResult, SliceMetric, aware, utcnow
+from collection.quota import CellStatus, plan_status, totals
+from monitoring import metrics
+from monitoring.traffic import HOUR, HourTraffic, ceil_hour, floor_hour, hourly_traffic
+from monitoring.traffic import METRICS as TRAFFIC_METRICS
+
+MAX_SPAN = timedelta(days=400)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+DEFAULT_SPAN = timedelta(days=1)
+# bucket sizes for the overview, smallest first: the first giving at most MAX_BUCKETS buckets is used
+BUCKETS = (HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 24 * HOUR, 7 * 24 * HOUR)
+MAX_BUCKETS = 72
+RELATIVE = re.compile(r"^(\d{1,6})\s*(m|h|d|w)$")
+UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+METRIC_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+DRIFT_SLICE_KEYS = ("all", "dialect", "age_band", "environment", "device_type")
+PREFERRED_METRICS = ("wer", "cer")
+MAX_ALERTS = 500
+MAX_POINTS = 120  # windows per drift series: a chart 720 px wide shows no more
+
+
+class DashboardError(ValueError):
+    """Bad input to a dashboard query; ``code``: invalid (422) / not_found (404) / forbidden (403)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+# -- time ranges -----------------------------------------------------------------------------------
+def parse_time(text: str, now: datetime) -> datetime:
+    """``now``, a duration back from now (``90m``, ``24h``, ``7d``, ``2w``) or an ISO 8601 date or time
+    (``2026-11-30``, ``2026-11-30T09:00``, ``…+09:00``; no zone = UTC). Returns aware UTC."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if m := RELATIVE.match(text):
+        return now - int(m.group(1)) * UNITS[m.group(2)]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise DashboardError("invalid", f"cannot read the time {text!r}: give 'now', a duration back from now "
+                                        "(90m, 24h, 7d, 2w) or an ISO 8601 date/time (2026-11-30T09:00Z)") from e
+    if isinstance(parsed, date) and not isinstance(parsed, datetime):  # pragma: no cover - fromisoformat
+        parsed = datetime(parsed.year, parsed.month, parsed.day)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """[since, until), aware UTC."""
+
+    since: datetime
+    until: datetime
+
+    @classmethod
+    def parse(cls, since: str | None = None, until: str | None = None, *, now: datetime | None = None,
+              default: timedelta = DEFAULT_SPAN) -> TimeRange:
+        """From the query's text (see :func:`parse_time`); defaults: until now, since ``default`` before.
+        Refuses a range that is empty, longer than 400 days, starts before 2000 or ends a day in the future."""
+        now = (now or utcnow()).astimezone(UTC)
+        end = parse_time(until, now) if until else now
+        start = parse_time(since, now) if since else end - default
+        return cls.of(start, end, now=now)
+
+    @classmethod
+    def of(cls, since: datetime, until: datetime, *, now: datetime | None = None) -> TimeRange:
+        now = (now or utcnow()).astimezone(UTC)
+        since, until = aware(since).astimezone(UTC), aware(until).astimezone(UTC)
+        if until <= since:
+            raise DashboardError("invalid", f"since ({since:%Y-%m-%d %H:%M}) must be before until "
+                                            f"({until:%Y-%m-%d %H:%M})")
+        if until > now + timedelta(days=1):
+            raise DashboardError("invalid", f"until ({until:%Y-%m-%d %H:%M}) is more than a day in the future")
+        if until - since > MAX_SPAN:
+            raise DashboardError("invalid", f"the range is {(until - since).days} days; at most "
+                                            f"{MAX_SPAN.days} days at once")
+        if since < EARLIEST:
+            raise DashboardError("invalid", f"since ({since:%Y-%m-%d}) is before {EARLIEST:%Y-%m-%d}: a typo?")
+        return cls(since, until)
+
+    @property
+    def span(self) -> timedelta:
+        return self.until - self.since
+
+
+def choose_bucket(rng: TimeRange) -> timedelta:
+    """The smallest of :data:`BUCKETS` that draws the range in at most :data:`MAX_BUCKETS` buckets."""
+    span = ceil_hour(rng.until) - floor_hour(rng.since)
+    return next((b for b in BUCKETS if span / b <= MAX_BUCKETS), BUCKETS[-1])
+
+
+# -- overview --------------------------------------------------------------------------------------
+@dataclass
+class TrafficBucket:
+    """Requests in [start, start + bucket); latency percentiles in ms are the bucket's worst hour."""
+
+    start: datetime
+    requests: int = 0
+    by_version: dict[str, int] = field(default_factory=dict)
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    out_of_grammar: int = 0
+    low_confidence: int = 0
+    cut_at_max: int = 0
+
+
+@dataclass(frozen=True)
+class VersionSpan:
+    """A model version's share of the range: its first and last hour with traffic, and its requests."""
+
+    model_version: str
+    first_seen: datetime
+    last_seen: datetime
+    requests: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    since: datetime
+    until: datetime
+    bucket_s: int
+    requests: int
+    # latency in ms: request-weighted mean of the hourly percentiles ("a typical hour") and the worst hour
+    latency_ms: dict[str, float | None]
+    problems: dict[str, int]  # out_of_grammar / low_confidence / cut_at_max over the range
+    buckets: list[TrafficBucket]
+    versions: list[VersionSpan]
+    rejections: dict[str, int]  # production audio QC refused (stored in the catalog), by reason
+    process_errors: dict[str, dict[str, float]]  # this server process since it started (Prometheus counters)
+    available: str = ("Refused requests (4xx/5xx, rate limits, bad audio) are Prometheus counters, not catalog "
+                      "rows: the numbers below count this server process since it started; fleet-wide figures "
+                      "come from Prometheus/Grafana (infra/).")
+
+
+def _bucket_of(t: datetime, bucket: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((t - epoch) // bucket) * bucket
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else (a if b is None else max(a, b))
+
+
+def _weighted(hours: Sequence[HourTraffic], name: str) -> float | None:
+    pairs = [(getattr(h, name), h.latency_n) for h in hours if getattr(h, name) is not None and h.latency_n]
+    total = sum(n for _, n in pairs)
+    return round(sum(v * n for v, n in pairs) / total, 1) if total else None
+
+
+def overview(session: Session, rng: TimeRange, *, bucket: timedelta | None = None,
+             now: datetime | None = None) -> Overview:
+    """Traffic, latency and problems over ``rng`` in hour-aligned buckets (stores missing rollups)."""
+    bucket = bucket or choose_bucket(rng)
+    hours = hourly_traffic(session, rng.since, rng.until, now=now)
+    buckets: dict[datetime, TrafficBucket] = {}
+    for h in hours:
+        b = buckets.setdefault(_bucket_of(h.start, bucket), TrafficBucket(_bucket_of(h.start, bucket)))
+        b.requests += h.requests
+        for v, n in h.by_version.items():
+            b.by_version[v] = b.by_version.get(v, 0) + n
+        b.p50, b.p95, b.p99 = _max(b.p50, h.p50), _max(b.p95, h.p95), _max(b.p99, h.p99)
+        b.out_of_grammar += h.out_of_grammar
+        b.low_confidence += h.low_confidence
+        b.cut_at_max += h.cut_at_max
+    spans: dict[str, list[Any]] = {}
+    for h in hours:
+        for v, n in h.by_version.items():
+            if n:
+                span = spans.setdefault(v, [h.start, h.start + HOUR, 0])
+                span[1], span[2] = h.start + HOUR, span[2] + n
+    latency = {p: _weighted(hours, p) for p in ("p50", "p95", "p99")}
+    latency.update({"worst_hour_p95": max((h.p95 for h in hours if h.p95 is not None), default=None),
+                    "worst_hour_p99": max((h.p99 for h in hours if h.p99 is not None), default=None)})
+    return Overview(
+        since=rng.since, until=rng.until, bucket_s=int(bucket.total_seconds()),
+        requests=sum(h.requests for h in hours), latency_ms=latency,
+        problems={c: sum(getattr(h, c) for h in hours) for c in ("out_of_grammar", "low_confidence", "cut_at_max")},
+        buckets=[buckets[k] for k in sorted(buckets)],
+        versions=sorted((VersionSpan(v, s[0], s[1], s[2]) for v, s in spans.items()),
+                        key=lambda s: (s.first_seen, s.model_version)),
+        rejections=production_rejections(session, rng), process_errors=process_errors())
+
+
+def production_rejections(session: Session, rng: TimeRange) -> dict[str, int]:
+    """Production audio that QC refused to store, by reason (the request itself was still answered)."""
+    stmt = (select(Rejection.reason, func.count()).where(Rejection.source == "production",
+                                                         Rejection.created_at >= rng.since,
+                                                         Rejection.created_at < rng.until)
+            .group_by(Rejection.reason))
+    return {reason: n for reason, n in session.execute(stmt)}
+
+
+def process_errors() -> dict[str, dict[str, float]]:
+    """This process's counters: HTTP answers by status class and route, refused audio by reason, rate limits
+    and failed device authentications (Prometheus keeps the fleet's history)."""
+    out: dict[str, dict[str, float]] = {"http_status": {}, "input_rejected": {}, "other": {}}
+    for sample in _samples(metrics.HTTP_REQUESTS):
+        status = sample.labels.get("status", "")
+        if status[:1] in ("4", "5"):
+            key = f"{status} {sample.labels.get('route', '')}"
+            out["http_status"][key] = out["http_status"].get(key, 0) + sample.value
+    for sample in _samples(metrics.INPUT_REJECTED):
+        key = sample.labels.get("reason", "")
+        out["input_rejected"][key] = out["input_rejected"].get(key, 0) + sample.value
+    for name, counter in (("rate_limited", metrics.RATE_LIMITED), ("auth_failures", metrics.AUTH_FAILURES)):
+        out["other"][name] = sum(s.value for s in _samples(counter))
+    return out
+
+
+def _samples(counter: Any) -> list[Any]:  # noqa: ANN401 - a prometheus_client Counter
+    return [s for m in counter.collect() for s in m.samples if s.name.endswith("_total")]
+
+
+# -- drift ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricPoint:
+    window_end: datetime
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class SliceSeries:
+    slice_key: str
+    slice_value: str
+    points: list[MetricPoint]
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: str
+    kind: str
+    slice_key: str
+    slice_value: str
+    metric: str
+    value: float | None
+    baseline: float | None
+    threshold: float | None
+    window_end: datetime
+    model_version: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class VersionValue:
+    """A model version's latest value of the metric for one slice in the range."""
+
+    slice_key: str
+    slice_value: str
+    model_version: str
+    role: str  # champion / challenger / "" (an older version)
+    window_end: datetime
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Drift:
+    since: datetime
+    until: datetime
+    metric: str
+    window_s: int | None
+    slice_key: str | None
+    available: dict[str, list[int]]  # metric -> window sizes (s) stored in the range
+    series: list[SliceSeries]
+    alerts: list[AlertRow]
+    versions: dict[str, str]  # champion / challenger -> model version
+    comparison: list[VersionValue]
+
+
+def _in_range(column: Any, rng: TimeRange):  # noqa: ANN401, ANN202
+    return and_(column > rng.since, column <= rng.until)
+
+
+def _recent(session: Session, rng: TimeRange) -> TimeRange | None:
+    """The last day of stored drift windows in the range (None without any): what is computed now
+    decides what the menus offer, and reading one day keeps that cheap over months of rows."""
+    last = session.scalar(select(func.max(SliceMetric.window_end)).where(_in_range(SliceMetric.window_end, rng)))
+    if last is None:
+        return None
+    last = aware(last).astimezone(UTC)
+    return TimeRange(max(rng.since, last - timedelta(days=1)), last)
+
+
+def available_metrics(session: Session, rng: TimeRange) -> dict[str, list[int]]:
+    """metric → window sizes (seconds) the drift job stored in the last day of windows in the range."""
+    recent = _recent(session, rng)
+    if recent is None:
+        return {}
+    sm = SliceMetric
+    stmt = (select(sm.metric, sm.window_s).where(_in_range(sm.window_end, recent), sm.metric.not_in(TRAFFIC_METRICS))
+            .group_by(sm.metric, sm.window_s).order_by(sm.metric, sm.window_s))
+    out: dict[str, list[int]] = {}
+    for metric, window_s in session.execute(stmt):
+        out.setdefault(metric, []).append(int(window_s))
+    return out
+
+
+def serving_versions(session: Session, until: datetime) -> dict[str, str]:
+    """champion → the version that answered the latest request (not on the canary share) before ``until``;
+    challenger → the latest shadowed version, else the latest canary version of the last day."""
+    pu = ProductionUtterance
+    out: dict[str, str] = {}
+    champion = session.scalar(select(pu.model_version).where(pu.created_at <= until,
+                                                             or_(pu.route.is_(None), pu.route == "champion"))
+                              .order_by(pu.created_at.desc()).limit(1))
+    if champion:
+        out["champion"] = champion
+    challenger = session.scalar(select(ShadowResult.model_version).where(ShadowResult.created_at <= until)
+                                .order_by(ShadowResult.id.desc()).limit(1))
+    if challenger is None:
+        challenger = session.scalar(select(pu.model_version).where(pu.created_at <= until,
+                                                                   pu.created_at > until - timedelta(days=1),
+                                                                   pu.route == "challenger")
+                                    .order_by(pu.created_at.desc()).limit(1))
+    if challenger and challenger != champion:
+        out["challenger"] = challenger
+    return out
+
+
+def drift(session: Session, rng: TimeRange, *, metric: str | None = None, slice_key: str | None = None,
+          window_s: int | None = None) -> Drift:
+    """Per-slice values of ``metric`` (default wer, else cer, else the first stored) for windows ending in
+    ``rng`` (all versions together), the alerts of the range, and every version's latest value per slice.
+    ``slice_key``: one of :data:`DRIFT_SLICE_KEYS` (default all); ``window_s``: default the most used."""
+    if metric is not None and not METRIC_NAME.match(metric):
+        raise DashboardError("invalid", f"metric {metric!r}: lower-case letters, digits and '_' (e.g. wer, cer)")
+    if slice_key is not None and slice_key not in DRIFT_SLICE_KEYS:
+        raise DashboardError("invalid", f"unknown slice key {slice_key!r}; valid: {list(DRIFT_SLICE_KEYS)}")
+    available = available_metrics(session, rng)
+    metric = metric or next((m for m in PREFERRED_METRICS if m in available), next(iter(available), "wer"))
+    windows = available.get(metric, [])
+    if window_s is not None and window_s <= 0:
+        raise DashboardError("invalid", f"window_s must be a positive number of seconds, got {window_s}")
+    window_s = window_s or (_most_used_window(session, rng, metric) if windows else None)
+    sm = SliceMetric
+    where = [sm.metric == metric, sm.window_s == window_s, _in_range(sm.window_end, rng)]
+    if slice_key is not None:
+        where.append(sm.slice_key.in_({slice_key, "all"}))
+    series: dict[tuple[str, str], list[MetricPoint]] = {}
+    if window_s is not None:
+        ends = _thinned_ends(session, where)
+        stmt = (select(sm.slice_key, sm.slice_value, sm.window_end, sm.value, sm.ci_low, sm.ci_high, sm.n)
+                .where(*where, sm.model_version == "", sm.window_end.in_(ends))
+                .order_by(sm.slice_key, sm.slice_value, sm.window_end))
+        for key, value, end, v, lo, hi, n in session.connection().execute(stmt):
+            series.setdefault((key, value), []).append(MetricPoint(aware(end), v, lo, hi, n))
+    versions = serving_versions(session, rng.until)
+    return Drift(since=rng.since, until=rng.until, metric=metric, window_s=window_s, slice_key=slice_key,
+                 available=available, series=[SliceSeries(k, v, p) for (k, v), p in series.items()],
+                 alerts=alerts_in(session, rng, slice_key=slice_key), versions=versions,
+                 comparison=_latest_per_version(session, where, versions) if window_s is not None else [])
+
+
+def _thinned_ends(session: Session, where: list[Any]) -> list[datetime]:
+    """The window ends of the series, at most :data:`MAX_POINTS` evenly spaced ones, always the newest:
+    a drift job writing hourly 7-day windows stores 720 ends a month, and neighbours barely differ."""
+    sm = SliceMetric
+    ends = list(session.scalars(select(sm.window_end).where(*where, sm.model_version == "").distinct()
+                                .order_by(sm.window_end)))
+    step = -(-len(ends) // MAX_POINTS)
+    return ends[::-1][::step][::-1] if step > 1 else ends
+
+
+def _most_used_window(session: Session, rng: TimeRange, metric: str) -> int | None:
+    recent = _recent(session, rng) or rng
+    sm = SliceMetric
+    stmt = (select(sm.window_s).where(sm.metric == metric, _in_range(sm.window_end, recent))
+            .group_by(sm.window_s).order_by(func.count().desc(), sm.window_s).limit(1))
+    return session.scalar(stmt)
+
+
+def _latest_per_version(session: Session, where: list[Any], roles: dict[str, str]) -> list[VersionValue]:
+    """Each version's values at its latest window end in the range (the drift job writes every slice of a
+    window at once, so one end per version holds all its slices)."""
+    sm = SliceMetric
+    ends = session.execute(select(sm.model_version, func.max(sm.window_end)).where(*where, sm.model_version != "")
+                           .group_by(sm.model_version)).all()
+    role_of = {v: r for r, v in roles.items()}
+    out = []
+    for version, end in ends:
+        stmt = (select(sm.slice_key, sm.slice_value, sm.window_end, sm.value, sm.ci_low, sm.ci_high, sm.n)
+                .where(*where, sm.model_version == version, sm.window_end == end))
+        out += [VersionValue(k, v, version, role_of.get(version, ""), aware(e), val, lo, hi, n)
+                for k, v, e, val, lo, hi, n in session.connection().execute(stmt)]
+    return sorted(out, key=lambda c: (c.slice_key, c.slice_value, c.model_version))
+
+
+def alerts_in(session: Session, rng: TimeRange, *, slice_key: str | None = None,
+              limit: int = MAX_ALERTS) -> list[AlertRow]:
+    """Alerts whose window ends in the range (newest first), open and resolved."""
+    stmt = select(Alert).where(_in_range(Alert.window_end, rng))
+    if slice_key is not None:
+        stmt = stmt.where(Alert.slice_key.in_({slice_key, "all"}))
+    rows = session.scalars(stmt.order_by(Alert.window_end.desc(), Alert.id).limit(limit))
+    return [AlertRow(a.id, a.kind, a.slice_key, a.slice_value, a.metric, a.value, a.baseline, a.threshold,
+                     aware(a.window_end), a.model_version, a.status, aware(a.created_at)) for a in rows]
+
+
+# -- data plan -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AxisRow:
+    """One value of one plan axis, summed over its cells (collected/labeled capped at each cell's target)."""
+
+    axis: str
+    value: str
+    target: int
+    collected: int
+    labeled: int
+
+
+@dataclass(frozen=True)
+class DataStatus:
+    plan: str
+    target: int
+    collected: int
+    labeled: int
+    cells: list[dict[str, Any]]
+    by_axis: list[AxisRow]
+
+
+def data_status(session: Session, plan: DataPlan) -> DataStatus:
+    """The plan's quota cells (as ``voiceloop plan status`` shows them) and per-axis sums."""
+    statuses: list[CellStatus] = plan_status(session, plan)
+    target, collected, labeled = totals(statuses)
+    by_axis: dict[tuple[str, str], list[int]] = {}
+    for s in statuses:
+        for axis in AXES:
+            row = by_axis.setdefault((axis, getattr(s.cell, axis)), [0, 0, 0])
+            row[0] += s.target
+            row[1] += min(s.collected, s.target)
+            row[2] += min(s.labeled, s.target)
+    cells = [{**dict(zip(AXES, s.cell.axes, strict=True)), "target": s.target, "collected": s.collected,
+              "labeled": s.labeled, "remaining": s.remaining, "fill": round(s.fill, 4)} for s in statuses]
+    return DataStatus(plan.name, target, collected, labeled, cells,
+                      [AxisRow(a, v, *row) for (a, v), row in by_axis.items()])
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def jsonable(obj: Any) -> Any:  # noqa: ANN401
+    """Dataclasses, datetimes, dicts and lists as JSON-ready values (times in ISO 8601 UTC). A drift
+    point is a list ``[window_end, value, ci_low, ci_high, n]`` (thousands of them: compact and fast)."""
+    if isinstance(obj, MetricPoint):
+        return [_iso(obj.window_end), obj.value, obj.ci_low, obj.ci_high, obj.n]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, datetime):
+        return _iso(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
