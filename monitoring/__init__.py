@@ -1,13 +1,15 @@
 """Monitoring: Prometheus metrics (``monitoring.metrics``), VOC intake and triage (``monitoring.voc``,
-``monitoring.voc_queries``), drift per slice and the ops dashboard."""
+``monitoring.voc_queries``), drift per slice and alerts (``monitoring.drift``, ``.alerts``), the ops
+dashboard's queries (``monitoring.dashboard``) and the HTML report (``monitoring.report``). Every query
+takes a :class:`TimeRange` or checks its range the same way and raises :class:`MonitoringError`."""
 
+from monitoring.timerange import MonitoringError, TimeRange, check_range
 from monitoring.voc import (
     CATEGORIES,
     CAUSES,
     STATUSES,
     TRANSITIONS,
     TriageConfig,
-    VocError,
     intake_device_feedback,
     log_complaint,
     send_to_labeling,
@@ -15,12 +17,22 @@ from monitoring.voc import (
     sync_labeled,
     triage,
 )
-from monitoring.voc_queries import FeedbackFilter, VocRate, feedback_detail, linked_audio, list_feedback, voc_rate
+from monitoring.voc_queries import (
+    FeedbackFilter,
+    FeedbackPage,
+    VocRate,
+    char_diff,
+    feedback_detail,
+    linked_audio,
+    list_feedback,
+    voc_rate,
+)
 
 __all__ = [
-    "CATEGORIES", "CAUSES", "STATUSES", "TRANSITIONS", "FeedbackFilter", "TriageConfig", "VocError", "VocRate",
-    "feedback_detail", "intake_device_feedback", "linked_audio", "list_feedback", "log_complaint",
-    "send_to_labeling", "set_status", "sync_labeled", "triage", "voc_rate",
+    "CATEGORIES", "CAUSES", "STATUSES", "TRANSITIONS", "FeedbackFilter", "FeedbackPage", "MonitoringError",
+    "TimeRange", "TriageConfig", "VocRate", "char_diff", "check_range", "feedback_detail", "intake_device_feedback",
+    "linked_audio", "list_feedback", "log_complaint", "send_to_labeling", "set_status", "sync_labeled", "triage",
+    "voc_rate",
 ]  # fmt: skip
 
 # -- drift per slice, alerts, catalog metrics (monitoring.drift, .alerts, .baseline, .reference, .catalog_metrics)
@@ -36,3 +48,9 @@ __all__ += [
     "ReferenceProfile", "WindowResult", "align", "build_reference", "champion_reference", "compute_window",
     "evaluate_alerts", "install_catalog_metrics", "open_alerts", "window_ends",
 ]  # fmt: skip
+
+# -- the ops dashboard and the report (monitoring.dashboard, .report)
+from monitoring.dashboard import Drift, Overview, data_status, drift, jsonable, overview  # noqa: E402
+from monitoring.report import build_report, write_report  # noqa: E402
+
+__all__ += ["Drift", "Overview", "build_report", "data_status", "drift", "jsonable", "overview", "write_report"]

@@ -10,9 +10,11 @@ dataclasses (:func:`jsonable` turns them into JSON for ``/ops/api/…``). All ag
 - :func:`drift`: per-slice online WER/CER (whatever the drift job stored in ``slice_metrics``) with
   confidence intervals, alerts, and each model version's latest value per slice (champion vs challenger);
 - :func:`data_status`: a data plan's quotas against what was collected and labeled (:mod:`collection.quota`);
-- :mod:`monitoring.inbox`: the VOC inbox (filters, linked utterances, reference vs hypothesis).
+- :func:`monitoring.voc_queries.list_feedback`: the VOC inbox (filters, linked utterances, reference vs
+  hypothesis).
 
-Errors are :class:`DashboardError` with a ``code`` the routes map to an HTTP status.
+Errors are :class:`monitoring.timerange.MonitoringError` with a ``code`` the routes map to an HTTP status;
+time ranges are :class:`monitoring.timerange.TimeRange`.
 """
 
 from __future__ import annotations
@@ -20,98 +22,29 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from collection.dataplan import AXES, DataPlan
-from collection.models import Alert, ProductionUtterance, Rejection, ShadowResult, SliceMetric, aware, utcnow
+from collection.models import Alert, ProductionUtterance, Rejection, ShadowResult, SliceMetric, aware
 from collection.quota import CellStatus, plan_status, totals
 from monitoring import metrics
-from monitoring.traffic import HOUR, HourTraffic, ceil_hour, floor_hour, hourly_traffic
+from monitoring.timerange import MonitoringError, TimeRange
+from monitoring.traffic import HOUR, TrafficBucket, ceil_hour, floor_hour, hourly_traffic
 from monitoring.traffic import METRICS as TRAFFIC_METRICS
 
-MAX_SPAN = timedelta(days=400)
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-DEFAULT_SPAN = timedelta(days=1)
 # bucket sizes for the overview, smallest first: the first giving at most MAX_BUCKETS buckets is used
 BUCKETS = (HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 24 * HOUR, 7 * 24 * HOUR)
 MAX_BUCKETS = 72
-RELATIVE = re.compile(r"^(\d{1,6})\s*(m|h|d|w)$")
-UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 METRIC_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 DRIFT_SLICE_KEYS = ("all", "dialect", "age_band", "environment", "device_type")
 PREFERRED_METRICS = ("wer", "cer")
 MAX_ALERTS = 500
 MAX_POINTS = 120  # windows per drift series: a chart 720 px wide shows no more
-
-
-class DashboardError(ValueError):
-    """Bad input to a dashboard query; ``code``: invalid (422) / not_found (404) / forbidden (403)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-# -- time ranges -----------------------------------------------------------------------------------
-def parse_time(text: str, now: datetime) -> datetime:
-    """``now``, a duration back from now (``90m``, ``24h``, ``7d``, ``2w``) or an ISO 8601 date or time
-    (``2026-11-30``, ``2026-11-30T09:00``, ``…+09:00``; no zone = UTC). Returns aware UTC."""
-    text = text.strip()
-    if text == "now":
-        return now
-    if m := RELATIVE.match(text):
-        return now - int(m.group(1)) * UNITS[m.group(2)]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as e:
-        raise DashboardError("invalid", f"cannot read the time {text!r}: give 'now', a duration back from now "
-                                        "(90m, 24h, 7d, 2w) or an ISO 8601 date/time (2026-11-30T09:00Z)") from e
-    if isinstance(parsed, date) and not isinstance(parsed, datetime):  # pragma: no cover - fromisoformat
-        parsed = datetime(parsed.year, parsed.month, parsed.day)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """[since, until), aware UTC."""
-
-    since: datetime
-    until: datetime
-
-    @classmethod
-    def parse(cls, since: str | None = None, until: str | None = None, *, now: datetime | None = None,
-              default: timedelta = DEFAULT_SPAN) -> TimeRange:
-        """From the query's text (see :func:`parse_time`); defaults: until now, since ``default`` before.
-        Refuses a range that is empty, longer than 400 days, starts before 2000 or ends a day in the future."""
-        now = (now or utcnow()).astimezone(UTC)
-        end = parse_time(until, now) if until else now
-        start = parse_time(since, now) if since else end - default
-        return cls.of(start, end, now=now)
-
-    @classmethod
-    def of(cls, since: datetime, until: datetime, *, now: datetime | None = None) -> TimeRange:
-        now = (now or utcnow()).astimezone(UTC)
-        since, until = aware(since).astimezone(UTC), aware(until).astimezone(UTC)
-        if until <= since:
-            raise DashboardError("invalid", f"since ({since:%Y-%m-%d %H:%M}) must be before until "
-                                            f"({until:%Y-%m-%d %H:%M})")
-        if until > now + timedelta(days=1):
-            raise DashboardError("invalid", f"until ({until:%Y-%m-%d %H:%M}) is more than a day in the future")
-        if until - since > MAX_SPAN:
-            raise DashboardError("invalid", f"the range is {(until - since).days} days; at most "
-                                            f"{MAX_SPAN.days} days at once")
-        if since < EARLIEST:
-            raise DashboardError("invalid", f"since ({since:%Y-%m-%d}) is before {EARLIEST:%Y-%m-%d}: a typo?")
-        return cls(since, until)
-
-    @property
-    def span(self) -> timedelta:
-        return self.until - self.since
 
 
 def choose_bucket(rng: TimeRange) -> timedelta:
@@ -121,21 +54,6 @@ def choose_bucket(rng: TimeRange) -> timedelta:
 
 
 # -- overview --------------------------------------------------------------------------------------
-@dataclass
-class TrafficBucket:
-    """Requests in [start, start + bucket); latency percentiles in ms are the bucket's worst hour."""
-
-    start: datetime
-    requests: int = 0
-    by_version: dict[str, int] = field(default_factory=dict)
-    p50: float | None = None
-    p95: float | None = None
-    p99: float | None = None
-    out_of_grammar: int = 0
-    low_confidence: int = 0
-    cut_at_max: int = 0
-
-
 @dataclass(frozen=True)
 class VersionSpan:
     """A model version's share of the range: its first and last hour with traffic, and its requests."""
@@ -169,11 +87,7 @@ def _bucket_of(t: datetime, bucket: timedelta) -> datetime:
     return epoch + ((t - epoch) // bucket) * bucket
 
 
-def _max(a: float | None, b: float | None) -> float | None:
-    return b if a is None else (a if b is None else max(a, b))
-
-
-def _weighted(hours: Sequence[HourTraffic], name: str) -> float | None:
+def _weighted(hours: Sequence[TrafficBucket], name: str) -> float | None:
     pairs = [(getattr(h, name), h.latency_n) for h in hours if getattr(h, name) is not None and h.latency_n]
     total = sum(n for _, n in pairs)
     return round(sum(v * n for v, n in pairs) / total, 1) if total else None
@@ -186,14 +100,8 @@ def overview(session: Session, rng: TimeRange, *, bucket: timedelta | None = Non
     hours = hourly_traffic(session, rng.since, rng.until, now=now)
     buckets: dict[datetime, TrafficBucket] = {}
     for h in hours:
-        b = buckets.setdefault(_bucket_of(h.start, bucket), TrafficBucket(_bucket_of(h.start, bucket)))
-        b.requests += h.requests
-        for v, n in h.by_version.items():
-            b.by_version[v] = b.by_version.get(v, 0) + n
-        b.p50, b.p95, b.p99 = _max(b.p50, h.p50), _max(b.p95, h.p95), _max(b.p99, h.p99)
-        b.out_of_grammar += h.out_of_grammar
-        b.low_confidence += h.low_confidence
-        b.cut_at_max += h.cut_at_max
+        start = _bucket_of(h.start, bucket)
+        buckets.setdefault(start, TrafficBucket(start)).add(h)
     spans: dict[str, list[Any]] = {}
     for h in hours:
         for v, n in h.by_version.items():
@@ -361,14 +269,14 @@ def drift(session: Session, rng: TimeRange, *, metric: str | None = None, slice_
     ``rng`` (all versions together), the alerts of the range, and every version's latest value per slice.
     ``slice_key``: one of :data:`DRIFT_SLICE_KEYS` (default all); ``window_s``: default the most used."""
     if metric is not None and not METRIC_NAME.match(metric):
-        raise DashboardError("invalid", f"metric {metric!r}: lower-case letters, digits and '_' (e.g. wer, cer)")
+        raise MonitoringError("invalid", f"metric {metric!r}: lower-case letters, digits and '_' (e.g. wer, cer)")
     if slice_key is not None and slice_key not in DRIFT_SLICE_KEYS:
-        raise DashboardError("invalid", f"unknown slice key {slice_key!r}; valid: {list(DRIFT_SLICE_KEYS)}")
+        raise MonitoringError("invalid", f"unknown slice key {slice_key!r}; valid: {list(DRIFT_SLICE_KEYS)}")
     available = available_metrics(session, rng)
     metric = metric or next((m for m in PREFERRED_METRICS if m in available), next(iter(available), "wer"))
     windows = available.get(metric, [])
     if window_s is not None and window_s <= 0:
-        raise DashboardError("invalid", f"window_s must be a positive number of seconds, got {window_s}")
+        raise MonitoringError("invalid", f"window_s must be a positive number of seconds, got {window_s}")
     window_s = window_s or (_most_used_window(session, rng, metric) if windows else None)
     sm = SliceMetric
     where = [sm.metric == metric, sm.window_s == window_s, _in_range(sm.window_end, rng)]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from collection.dataplan import DataPlan
 from collection.models import utcnow
-from monitoring import charts, dashboard, inbox
+from monitoring import charts, dashboard, voc_queries
 from monitoring.dashboard import Drift, TimeRange
 from serving.web import STATIC_DIR, TEMPLATES_DIR
 
@@ -47,7 +47,8 @@ def build_report(session: Session, rng: TimeRange, *, plan: DataPlan | None = No
     """The report as an HTML string (stores missing traffic rollups like :func:`dashboard.overview`)."""
     now = now or utcnow()
     ov = dashboard.overview(session, rng, now=now)
-    complaints = inbox.inbox(session, inbox.InboxFilter(since=rng.since, until=rng.until), limit=TOP_COMPLAINTS)
+    complaints = voc_queries.list_feedback(session, voc_queries.FeedbackFilter(since=rng.since, until=rng.until),
+                                            limit=TOP_COMPLAINTS, facets=True)
     data = dashboard.data_status(session, plan) if plan is not None else None
     # our own stylesheets, inlined verbatim (escaping would break their quoted font names)
     css = Markup("\n".join((STATIC_DIR / name).read_text(encoding="utf-8") for name in STYLESHEETS))

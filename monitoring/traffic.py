@@ -44,10 +44,10 @@ FINE_MS, FINE_BINS, COARSE_MS, LAST_BIN = 5.0, 200, 100.0, 290
 
 
 @dataclass
-class HourTraffic:
-    """One hour of served requests. Latencies in ms (None without any); counts of utterances that did not
-    parse to a command, had a confidence below :data:`collection.labeling.LOW_CONFIDENCE`, or were cut at
-    the stream's maximum length."""
+class TrafficBucket:
+    """Served requests in [start, start + an hour or more). Latencies in ms (None without any; a bucket of
+    several hours keeps its worst hour's); counts of utterances that did not parse to a command, had a
+    confidence below :data:`collection.labeling.LOW_CONFIDENCE`, or were cut at the stream's maximum length."""
 
     start: datetime
     requests: int = 0
@@ -59,6 +59,22 @@ class HourTraffic:
     out_of_grammar: int = 0
     low_confidence: int = 0
     cut_at_max: int = 0
+
+    def add(self, other: TrafficBucket) -> None:
+        """Fold another (an hour inside this bucket) into this one."""
+        self.requests += other.requests
+        for version, n in other.by_version.items():
+            self.by_version[version] = self.by_version.get(version, 0) + n
+        self.p50, self.p95, self.p99 = (_worst(self.p50, other.p50), _worst(self.p95, other.p95),
+                                        _worst(self.p99, other.p99))
+        self.latency_n += other.latency_n
+        self.out_of_grammar += other.out_of_grammar
+        self.low_confidence += other.low_confidence
+        self.cut_at_max += other.cut_at_max
+
+
+def _worst(a: float | None, b: float | None) -> float | None:
+    return b if a is None else (a if b is None else max(a, b))
 
 
 def floor_hour(t: datetime) -> datetime:
@@ -122,7 +138,7 @@ def percentile(histogram: dict[int, int], q: float) -> float | None:
     return _bin_range(max(histogram))[1]
 
 
-def aggregate_hours(session: Session, start: datetime, end: datetime) -> dict[datetime, HourTraffic]:
+def aggregate_hours(session: Session, start: datetime, end: datetime) -> dict[datetime, TrafficBucket]:
     """Hours in [start, end) (hour-aligned) computed from the raw utterances: one GROUP BY in SQL."""
     dialect = session.get_bind().dialect.name
     pu = ProductionUtterance
@@ -133,11 +149,11 @@ def aggregate_hours(session: Session, start: datetime, end: datetime) -> dict[da
                    func.sum(case((pu.ended_by == "max_seconds", 1), else_=0)))
             .where(pu.created_at >= start, pu.created_at < end)
             .group_by(hour, pu.model_version, lat_bin))
-    hours: dict[datetime, HourTraffic] = {}
+    hours: dict[datetime, TrafficBucket] = {}
     histograms: dict[datetime, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for h, version, b, n, n_lat, oog, low, cut in session.execute(stmt):
         start_h = _parse_hour(h)
-        ht = hours.setdefault(start_h, HourTraffic(start_h))
+        ht = hours.setdefault(start_h, TrafficBucket(start_h))
         version = version or UNKNOWN_VERSION
         ht.requests += n
         ht.by_version[version] = ht.by_version.get(version, 0) + n
@@ -153,7 +169,7 @@ def aggregate_hours(session: Session, start: datetime, end: datetime) -> dict[da
     return hours
 
 
-def _rows(ht: HourTraffic, now: datetime) -> list[dict[str, object]]:
+def _rows(ht: TrafficBucket, now: datetime) -> list[dict[str, object]]:
     base = {"window_end": ht.start + HOUR, "window_s": int(HOUR.total_seconds()), "slice_key": "all",
             "slice_value": "all", "ci_low": None, "ci_high": None, "computed_at": now}
     rows = [{**base, "model_version": "", "metric": REQUESTS, "value": float(ht.requests), "n": ht.requests}]
@@ -180,19 +196,19 @@ def _upsert(session: Session, rows: Sequence[dict[str, object]]) -> None:
         session.execute(stmt, list(rows[i:i + 2000]))
 
 
-def _stored(session: Session, start: datetime, end: datetime) -> dict[datetime, HourTraffic]:
+def _stored(session: Session, start: datetime, end: datetime) -> dict[datetime, TrafficBucket]:
     sm = SliceMetric.__table__.c  # Core, not ORM: thousands of small rows
     stmt = (select(sm.window_end, sm.model_version, sm.metric, sm.value, sm.n)
             .where(sm.metric.in_(METRICS), sm.window_end > start, sm.window_end <= end,
                    sm.window_s == int(HOUR.total_seconds()), sm.slice_key == "all", sm.slice_value == "all"))
-    hours: dict[datetime, HourTraffic] = {}
+    hours: dict[datetime, TrafficBucket] = {}
     complete: set[datetime] = set()
     starts: dict[datetime, datetime] = {}  # a few rows per hour share one window_end: convert it once
     for window_end, version, metric, value, n in session.connection().execute(stmt):
         start_h = starts.get(window_end)
         if start_h is None:
             start_h = starts[window_end] = aware(window_end).astimezone(UTC) - HOUR
-        ht = hours.get(start_h) or hours.setdefault(start_h, HourTraffic(start_h))
+        ht = hours.get(start_h) or hours.setdefault(start_h, TrafficBucket(start_h))
         if metric == REQUESTS:
             if version:
                 ht.by_version[version] = int(n)
@@ -230,14 +246,14 @@ def rollup_traffic(session: Session, since: datetime, until: datetime, *, now: d
     return len(_fill(session, have, start, end, now))
 
 
-def _fill(session: Session, have: dict[datetime, HourTraffic], start: datetime, end: datetime,
-          now: datetime) -> dict[datetime, HourTraffic]:
+def _fill(session: Session, have: dict[datetime, TrafficBucket], start: datetime, end: datetime,
+          now: datetime) -> dict[datetime, TrafficBucket]:
     """Compute and store the hours of [start, end) missing from ``have``; returns them."""
     missing = [h for h in _hour_starts(start, end) if h not in have]
-    done: dict[datetime, HourTraffic] = {}
+    done: dict[datetime, TrafficBucket] = {}
     for span_start, span_end in _spans(missing):
         computed = aggregate_hours(session, span_start, span_end)
-        hours = [computed.get(h, HourTraffic(h)) for h in _hour_starts(span_start, span_end)]
+        hours = [computed.get(h, TrafficBucket(h)) for h in _hour_starts(span_start, span_end)]
         _upsert(session, [r for ht in hours for r in _rows(ht, now)])
         done.update((ht.start, ht) for ht in hours)
     return done
@@ -257,7 +273,7 @@ def _hour_starts(start: datetime, end: datetime) -> list[datetime]:
 
 
 def hourly_traffic(session: Session, since: datetime, until: datetime, *,
-                   now: datetime | None = None) -> list[HourTraffic]:
+                   now: datetime | None = None) -> list[TrafficBucket]:
     """Every hour from ``floor_hour(since)`` to ``ceil_hour(until)``, in order: closed hours from the
     rollups (computing and storing those missing — the caller commits), open hours live."""
     now = now or utcnow()
@@ -267,4 +283,4 @@ def hourly_traffic(session: Session, since: datetime, until: datetime, *,
     hours.update(_fill(session, hours, start, closed_end, now))
     if closed_end < end:
         hours.update(aggregate_hours(session, closed_end, end))
-    return [hours.get(h, HourTraffic(h)) for h in _hour_starts(start, end)]
+    return [hours.get(h, TrafficBucket(h)) for h in _hour_starts(start, end)]

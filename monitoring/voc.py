@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -43,6 +43,7 @@ from collection.models import (
 from collection.studio.personas import OLDER_AGE_BANDS
 from monitoring import metrics
 from monitoring.slices import ALL, SLICE_KEYS, UNKNOWN
+from monitoring.timerange import MonitoringError, as_utc
 
 CATEGORIES = ("misrecognized", "wrong_action", "no_response", "too_slow", "other")
 SOURCES = ("device", "ops")
@@ -70,19 +71,6 @@ MAX_FUTURE = timedelta(minutes=5)  # clock skew allowed for an ops complaint's t
 MAX_AGE = timedelta(days=366)  # an ops complaint about something older than this is a typo
 
 
-class VocError(ValueError):
-    """A VOC request that cannot be done; ``code`` (not_found / forbidden / conflict / invalid) picks the
-    HTTP status in the routes; the message names what was wrong and the valid options."""
-
-    CODES = ("not_found", "forbidden", "conflict", "invalid")
-
-    def __init__(self, code: str, message: str):
-        if code not in self.CODES:
-            raise ValueError(f"unknown VocError code {code!r}; valid: {list(self.CODES)}")
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass(frozen=True)
 class TriageConfig:
     """Thresholds of the automatic causes. Confidence 0..1, SNR dB, seconds; ``link_window``: how far
@@ -103,19 +91,14 @@ class TriageConfig:
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-def as_utc(dt: datetime) -> datetime:
-    """An aware UTC datetime (a naive one is taken as UTC, as the catalog stores)."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
 def _check_category(category: str) -> None:
     if category not in CATEGORIES:
-        raise VocError("invalid", f"unknown category {category!r}; valid: {list(CATEGORIES)}")
+        raise MonitoringError("invalid", f"unknown category {category!r}; valid: {list(CATEGORIES)}")
 
 
 def _check_text(text: str | None, what: str = "text") -> str | None:
     if text is not None and len(text) > MAX_TEXT:
-        raise VocError("invalid", f"{what} has {len(text)} characters; at most {MAX_TEXT}")
+        raise MonitoringError("invalid", f"{what} has {len(text)} characters; at most {MAX_TEXT}")
     return text or None
 
 
@@ -123,7 +106,7 @@ def get_feedback(session: Session, feedback_id: str, *, lock: bool = False) -> F
     """The complaint (row-locked on PostgreSQL with ``lock``, so two ops users take turns)."""
     fb = session.get(Feedback, feedback_id, with_for_update=lock or None)
     if fb is None:
-        raise VocError("not_found", f"no complaint {feedback_id!r}")
+        raise MonitoringError("not_found", f"no complaint {feedback_id!r}")
     return fb
 
 
@@ -203,7 +186,7 @@ def intake_device_feedback(session: Session, *, device_id: str, request_id: str,
     stays ``new`` until someone triages it.
 
     Raises:
-        VocError: ``not_found`` for an unknown request or another device's (the caller cannot tell which),
+        MonitoringError: ``not_found`` for an unknown request or another device's (the caller cannot tell which),
             ``invalid`` for an unknown category or a text over :data:`MAX_TEXT` characters.
     """
     _check_category(category)
@@ -213,7 +196,7 @@ def intake_device_feedback(session: Session, *, device_id: str, request_id: str,
     # the first (SQLite transactions take the write lock up front and already take turns).
     utt = session.get(ProductionUtterance, request_id, with_for_update=True)
     if utt is None or utt.device_id != device_id:
-        raise VocError("not_found", f"no request {request_id!r} from this device")
+        raise MonitoringError("not_found", f"no request {request_id!r} from this device")
     same_text = Feedback.text.is_(None) if text is None else Feedback.text == text
     earlier = session.scalar(select(Feedback).where(Feedback.request_id == request_id, Feedback.device_id == device_id,
                                                     Feedback.source == "device", Feedback.category == category,
@@ -241,7 +224,7 @@ def log_complaint(session: Session, *, device_id: str, occurred_at: datetime, ca
     causes; status ``new``. A complaint with no utterance in the window is kept too (it says so).
 
     Raises:
-        VocError: ``not_found`` (no such device), ``invalid`` (category, text, a time in the future or
+        MonitoringError: ``not_found`` (no such device), ``invalid`` (category, text, a time in the future or
             more than a year back).
     """
     _check_category(category)
@@ -249,12 +232,13 @@ def log_complaint(session: Session, *, device_id: str, occurred_at: datetime, ca
     now = now or utcnow()
     occurred_at = as_utc(occurred_at)
     if occurred_at > now + MAX_FUTURE:
-        raise VocError("invalid", f"occurred_at {occurred_at.isoformat()} is in the future (now {now.isoformat()})")
+        raise MonitoringError("invalid",
+                              f"occurred_at {occurred_at.isoformat()} is in the future (now {now.isoformat()})")
     if occurred_at < now - MAX_AGE:
-        raise VocError("invalid", f"occurred_at {occurred_at.isoformat()} is more than {MAX_AGE.days} days ago")
+        raise MonitoringError("invalid", f"occurred_at {occurred_at.isoformat()} is more than {MAX_AGE.days} days ago")
     device = session.get(Device, device_id)
     if device is None:
-        raise VocError("not_found", f"no device {device_id!r}")
+        raise MonitoringError("not_found", f"no device {device_id!r}")
     window = config.link_window
     near = session.execute(select(ProductionUtterance.request_id, ProductionUtterance.created_at)
                            .where(ProductionUtterance.device_id == device_id,
@@ -280,10 +264,10 @@ def log_complaint(session: Session, *, device_id: str, occurred_at: datetime, ca
 def triage(session: Session, feedback_id: str, *, actor: str, config: TriageConfig = TriageConfig(),
            now: datetime | None = None) -> Feedback:
     """Re-tag the causes and priority and move ``new`` → ``triaged`` (a ``triaged`` complaint is re-tagged
-    only). Raises VocError(conflict) once it is labeled, fixed or closed."""
+    only). Raises MonitoringError(conflict) once it is labeled, fixed or closed."""
     fb = get_feedback(session, feedback_id, lock=True)
     if fb.status not in ("new", "triaged"):
-        raise VocError("conflict", f"complaint {fb.id} is {fb.status}; triage applies to new or triaged ones")
+        raise MonitoringError("conflict", f"complaint {fb.id} is {fb.status}; triage applies to new or triaged ones")
     _tag(session, fb, config)
     if fb.status == "new":
         _event(session, fb, "triaged", actor, f"causes: {', '.join(fb.causes) or 'none found'}", now or utcnow())
@@ -296,20 +280,21 @@ def set_status(session: Session, feedback_id: str, status: str, *, actor: str, n
     """Move a complaint along :data:`TRANSITIONS`; ``fixed`` needs the model version that fixed it.
 
     Raises:
-        VocError: ``invalid`` (unknown status, a fix without its version, a note too long), ``conflict``
+        MonitoringError: ``invalid`` (unknown status, a fix without its version, a note too long), ``conflict``
             (a move the workflow does not allow from the current status; the message lists the allowed).
     """
     if status not in STATUSES:
-        raise VocError("invalid", f"unknown status {status!r}; valid: {list(STATUSES)}")
+        raise MonitoringError("invalid", f"unknown status {status!r}; valid: {list(STATUSES)}")
     note = _check_text(note, "note")
     version = (fixed_in_model_version or "").strip() or None
     if status == "fixed" and version is None:
-        raise VocError("invalid", "status fixed needs fixed_in_model_version (the model version that fixes it)")
+        raise MonitoringError("invalid", "status fixed needs fixed_in_model_version (the model version that fixes it)")
     if version is not None and (status != "fixed" or len(version) > 128):
-        raise VocError("invalid", "fixed_in_model_version goes with status fixed only, and has at most 128 characters")
+        raise MonitoringError("invalid",
+                              "fixed_in_model_version goes with status fixed only, and has at most 128 characters")
     fb = get_feedback(session, feedback_id, lock=True)
     if status not in TRANSITIONS[fb.status]:
-        raise VocError("conflict", f"complaint {fb.id} is {fb.status}; from there it can go to "
+        raise MonitoringError("conflict", f"complaint {fb.id} is {fb.status}; from there it can go to "
                                    f"{list(TRANSITIONS[fb.status])}, not {status!r}")
     if status == "fixed":
         fb.fixed_in_model_version = version
@@ -328,7 +313,7 @@ def send_to_labeling(session: Session, feedback_id: str, *, actor: str, config: 
     to ``labeled`` at once.
 
     Raises:
-        VocError: ``conflict`` when there is nothing people may listen to (the message says why: no
+        MonitoringError: ``conflict`` when there is nothing people may listen to (the message says why: no
             utterance linked, no audio kept because the owner's consent does not cover training, or a
             consent without human review), or the complaint is already labeled, fixed or closed.
     """
@@ -337,7 +322,8 @@ def send_to_labeling(session: Session, feedback_id: str, *, actor: str, config: 
     if fb.label_task_id and (task := session.get(LabelTask, fb.label_task_id)) is not None:
         return task
     if fb.status not in ("new", "triaged"):
-        raise VocError("conflict", f"complaint {fb.id} is {fb.status}; only new or triaged complaints go to labeling")
+        raise MonitoringError("conflict",
+                              f"complaint {fb.id} is {fb.status}; only new or triaged complaints go to labeling")
     listenable = _listenable_recordings(session, fb)
     if fb.status == "new":
         triage(session, fb.id, actor=actor, config=config, now=now)
@@ -346,7 +332,7 @@ def send_to_labeling(session: Session, feedback_id: str, *, actor: str, config: 
     task = session.scalars(select(LabelTask).where(LabelTask.recording_id == listenable[0])
                            .order_by((LabelTask.status == "open").desc(), LabelTask.round)).first()
     if task is None:  # create_tasks found the recording no longer listenable (a consent revoked meanwhile)
-        raise VocError("conflict", f"recording {listenable[0]} could not be queued: its consent changed")
+        raise MonitoringError("conflict", f"recording {listenable[0]} could not be queued: its consent changed")
     fb.label_task_id = task.id
     _event(session, fb, fb.status, actor, f"sent to labeling: task {task.id} ({len(listenable)} recording(s))", now)
     session.flush()
@@ -356,18 +342,18 @@ def send_to_labeling(session: Session, feedback_id: str, *, actor: str, config: 
 
 def _listenable_recordings(session: Session, fb: Feedback) -> list[str]:
     """Recording ids of the linked utterances people may listen to, the nearest to the complaint first;
-    raises VocError(conflict) saying why there are none."""
+    raises MonitoringError(conflict) saying why there are none."""
     linked = linked_utterances(session, fb.id)
     if not linked:
-        raise VocError("conflict", f"complaint {fb.id} is linked to no utterance: there is no audio to label")
+        raise MonitoringError("conflict", f"complaint {fb.id} is linked to no utterance: there is no audio to label")
     kept = [u for u in linked if u.recording_id]
     if not kept:
-        raise VocError("conflict", f"no audio was kept for the {len(linked)} utterance(s) of complaint {fb.id}: "
+        raise MonitoringError("conflict", f"no audio was kept for the {len(linked)} utterance(s) of complaint {fb.id}: "
                                    "the device owner's consent does not allow keeping audio (scope training)")
     allowed = set(session.scalars(select(Recording.id).where(Recording.id.in_([u.recording_id for u in kept]),
                                                              human_review_allowed())))
     if not allowed:
-        raise VocError("conflict", f"the audio of complaint {fb.id} may not be listened to: the device owner's "
+        raise MonitoringError("conflict", f"the audio of complaint {fb.id} may not be listened to: the device owner's "
                                    "consent does not allow human review")
     at = aware(fb.occurred_at) if fb.occurred_at else None
     kept.sort(key=lambda u: (abs(aware(u.created_at) - at) if at else timedelta(0), u.request_id))

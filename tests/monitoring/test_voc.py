@@ -16,7 +16,8 @@ from collection.consent import grant_device_consent, record_production
 from collection.models import Feedback, FeedbackEvent, FeedbackUtterance, LabelTask, ProductionUtterance, utcnow
 from collection.users import create_user
 from monitoring import voc, voc_queries
-from monitoring.voc import TriageConfig, VocError
+from monitoring.timerange import MonitoringError
+from monitoring.voc import TriageConfig
 from serving.devices import register_device
 
 PASSWORD = "correct-horse-battery"
@@ -83,12 +84,12 @@ def test_device_intake_links_snapshots_tags_and_is_idempotent(catalog):
                                                     category="wrong_action")
         assert created and other.id != fb.id
         for rid in ("req-other", "req-nope"):  # another device's request, an unknown one: the same answer
-            with pytest.raises(VocError, match="no request") as e:
+            with pytest.raises(MonitoringError, match="no request") as e:
                 voc.intake_device_feedback(s, device_id="kitchen-01", request_id=rid, category="other")
             assert e.value.code == "not_found"
-        with pytest.raises(VocError, match="unknown category 'angry'; valid"):
+        with pytest.raises(MonitoringError, match="unknown category 'angry'; valid"):
             voc.intake_device_feedback(s, device_id="kitchen-01", request_id="req-bad", category="angry")
-        with pytest.raises(VocError, match="at most 2000"):
+        with pytest.raises(MonitoringError, match="at most 2000"):
             voc.intake_device_feedback(s, device_id="kitchen-01", request_id="req-bad", category="other",
                                        text="x" * 2001)
         s.commit()
@@ -133,12 +134,12 @@ def test_ops_complaint_links_the_devices_utterances_around_its_time(catalog):
         assert voc.linked_utterances(s, empty.id) == []
         assert "0 utterance(s)" in s.scalars(select(FeedbackEvent.note).where(FeedbackEvent.feedback_id == empty.id)
                                              ).one()
-        with pytest.raises(VocError, match="no device 'tv-9'"):
+        with pytest.raises(MonitoringError, match="no device 'tv-9'"):
             voc.log_complaint(s, device_id="tv-9", occurred_at=t, category="other", text=None, actor="mina")
-        with pytest.raises(VocError, match="in the future"):
+        with pytest.raises(MonitoringError, match="in the future"):
             voc.log_complaint(s, device_id="tv-7", occurred_at=now + timedelta(hours=1), category="other",
                               text=None, actor="mina", now=now)
-        with pytest.raises(VocError, match="more than 366 days ago"):
+        with pytest.raises(MonitoringError, match="more than 366 days ago"):
             voc.log_complaint(s, device_id="tv-7", occurred_at=now - timedelta(days=800), category="other",
                               text=None, actor="mina", now=now)
 
@@ -148,25 +149,26 @@ def test_workflow_moves_only_along_the_allowed_steps_with_who_and_when(catalog):
         register_device(s, "d1")
         served(s, "req-1", "d1")
         fb, _ = voc.intake_device_feedback(s, device_id="d1", request_id="req-1", category="too_slow")
-        with pytest.raises(VocError, match=r"is new; from there it can go to \['triaged', 'closed'\], not 'fixed'"):
+        allowed = r"is new; from there it can go to \['triaged', 'closed'\], not 'fixed'"
+        with pytest.raises(MonitoringError, match=allowed):
             voc.set_status(s, fb.id, "fixed", actor="mina", fixed_in_model_version="4")
-        with pytest.raises(VocError, match="unknown status 'done'; valid"):
+        with pytest.raises(MonitoringError, match="unknown status 'done'; valid"):
             voc.set_status(s, fb.id, "done", actor="mina")
         voc.triage(s, fb.id, actor="mina")
         voc.triage(s, fb.id, actor="joon")  # re-tags; no second status event
-        with pytest.raises(VocError, match="needs fixed_in_model_version"):
+        with pytest.raises(MonitoringError, match="needs fixed_in_model_version"):
             voc.set_status(s, fb.id, "fixed", actor="mina")
-        with pytest.raises(VocError, match="goes with status fixed only"):
+        with pytest.raises(MonitoringError, match="goes with status fixed only"):
             voc.set_status(s, fb.id, "closed", actor="mina", fixed_in_model_version="4")
         voc.set_status(s, fb.id, "fixed", actor="mina", fixed_in_model_version="4")
-        with pytest.raises(VocError, match="is fixed; triage applies"):
+        with pytest.raises(MonitoringError, match="is fixed; triage applies"):
             voc.triage(s, fb.id, actor="mina")
         voc.set_status(s, fb.id, "triaged", actor="joon", note="came back with model 5")  # reopened
         voc.set_status(s, fb.id, "closed", actor="joon", note="customer moved")
-        with pytest.raises(VocError) as e:
+        with pytest.raises(MonitoringError) as e:
             voc.set_status(s, fb.id, "closed", actor="joon")
         assert e.value.code == "conflict"
-        with pytest.raises(VocError, match="no complaint 'voc-nope'") as e:
+        with pytest.raises(MonitoringError, match="no complaint 'voc-nope'") as e:
             voc.set_status(s, "voc-nope", "closed", actor="joon")
         assert e.value.code == "not_found"
         s.commit()
@@ -188,9 +190,9 @@ def test_labeling_needs_consented_audio_and_labeled_follows_the_review(catalog, 
             served(s, f"req-{device_id}", device_id, store=audio_store, confidence=0.2)
         complaints = {d: voc.intake_device_feedback(s, device_id=d, request_id=f"req-{d}", category="misrecognized")[0]
                       for d in ("none", "keep", "listen")}
-        with pytest.raises(VocError, match="does not allow keeping audio"):
+        with pytest.raises(MonitoringError, match="does not allow keeping audio"):
             voc.send_to_labeling(s, complaints["none"].id, actor="mina")
-        with pytest.raises(VocError, match="does not allow human review"):
+        with pytest.raises(MonitoringError, match="does not allow human review"):
             voc.send_to_labeling(s, complaints["keep"].id, actor="mina")
         assert complaints["keep"].status == "new"  # refused: nothing changed
         fb = complaints["listen"]
@@ -217,10 +219,10 @@ def test_labeling_needs_consented_audio_and_labeled_follows_the_review(catalog, 
         assert utt["hypothesis"] == "거실 불 켜 줘" and utt["causes"] == ["low_confidence"]
         assert [e["to_status"] for e in detail["events"]] == ["new", "triaged", "triaged", "labeled"]
         assert voc_queries.linked_audio(s, fb.id, "req-listen").id == task.recording_id
-        with pytest.raises(VocError) as e:
+        with pytest.raises(MonitoringError) as e:
             voc_queries.linked_audio(s, complaints["keep"].id, "req-keep")
         assert e.value.code == "forbidden"
-        with pytest.raises(VocError, match="not linked"):
+        with pytest.raises(MonitoringError, match="not linked"):
             voc_queries.linked_audio(s, fb.id, "req-keep")
         keep = voc_queries.feedback_detail(s, complaints["keep"].id)["linked"][0]
         assert keep["audio"] is False and keep["reference"] is None
@@ -243,7 +245,7 @@ def test_inbox_filters_and_absurd_ranges(catalog):
         s.commit()
 
         def ids(**kw) -> list[str]:
-            return [item["id"] for item in voc_queries.list_feedback(s, voc_queries.FeedbackFilter(**kw)).items]
+            return [item.id for item in voc_queries.list_feedback(s, voc_queries.FeedbackFilter(**kw)).items]
 
         assert ids() == [g.id, st.id, u.id]  # priority: gyeongsang low confidence 70, wrong action low SNR 45
         assert ids(slice_key="dialect", slice_value="gyeongsang") == [g.id]
@@ -254,16 +256,16 @@ def test_inbox_filters_and_absurd_ranges(catalog):
         assert ids(since=now - timedelta(minutes=5), until=now + timedelta(minutes=5)) == [g.id, st.id, u.id]
         assert ids(until=now - timedelta(minutes=5)) == []
         page = voc_queries.list_feedback(s, limit=1, offset=1)
-        assert page.total == 3 and [i["id"] for i in page.items] == [st.id] and page.items[0]["utterances"] == 1
+        assert page.total == 3 and [i.id for i in page.items] == [st.id] and len(page.items[0].utterances) == 1
         assert voc_queries.feedback_detail(s, g.id)["text"] == script  # data, exactly as given
 
-        for bad, message in (({"since": now, "until": now - timedelta(days=1)}, "must be after since"),
+        for bad, message in (({"since": now, "until": now - timedelta(days=1)}, "must be before until"),
                              ({"since": now - timedelta(days=400), "until": now}, "at most 366"),
-                             ({"slice_key": "mood", "slice_value": "sad"}, "needs slice_key"),
+                             ({"slice_key": "mood", "slice_value": "sad"}, "unknown slice key"),
                              ({"slice_key": "dialect"}, "needs slice_key"),
                              ({"cause": "gremlins"}, "unknown cause 'gremlins'"),
-                             ({"status": "open"}, "unknown status 'open'")):
-            with pytest.raises(VocError, match=message):
+                             ({"status": "closing"}, "unknown status 'closing'")):
+            with pytest.raises(MonitoringError, match=message):
                 ids(**bad)
 
 
@@ -290,9 +292,11 @@ def test_voc_rate_per_1000_utterances_per_slice_and_bucket(catalog):
         assert [(r.slice_value, r.utterances, r.voc) for r in total] == [("all", 9, 3), ("all", 2, 1)]
         hourly = voc_queries.voc_rate(s, since=t0, until=t0 + timedelta(hours=2), bucket_s=3600)
         assert [(r.bucket_start - t0, r.utterances) for r in hourly] == [(timedelta(hours=1), 9)]
-        for kwargs, message in (({"until": t0 - timedelta(days=1)}, "must be after since"),
-                                ({"until": t0 + timedelta(days=367)}, "at most 366"),
+        for kwargs, message in (({"until": t0 - timedelta(days=1)}, "must be before until"),
+                                ({"until": t0 + timedelta(days=367)}, "in the future"),
                                 ({"until": t0 + timedelta(days=1), "bucket_s": 10}, "at least 60"),
                                 ({"until": t0 + timedelta(days=1), "slice_key": "mood"}, "unknown slice key")):
-            with pytest.raises(VocError, match=message):
+            with pytest.raises(MonitoringError, match=message):
                 voc_queries.voc_rate(s, since=t0, **kwargs)
+        with pytest.raises(MonitoringError, match="at most 366"):
+            voc_queries.voc_rate(s, since=t0 - timedelta(days=400), until=t0)

@@ -26,14 +26,14 @@ def report(
     complaints, data quotas) as a self-contained HTML file: inline SVG and CSS, nothing fetched."""
     from collection.dataplan import DataPlanError, load_dataplan
     from collection.db import session_scope
-    from monitoring.dashboard import DashboardError, TimeRange
     from monitoring.report import write_report
+    from monitoring.timerange import MonitoringError, TimeRange
 
     settings = settings_for(data_dir)
     try:
         rng = TimeRange.parse(since, until)
         data_plan = load_dataplan(plan, search=(settings.data_dir / "plans",)) if plan else None
-    except (DashboardError, DataPlanError) as e:
+    except (MonitoringError, DataPlanError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     path = out or settings.data_dir / "reports" / f"report_{rng.until:%Y%m%dT%H%M}.html"

@@ -18,7 +18,8 @@ from starlette.datastructures import UploadFile
 
 from collection.models import Device
 from monitoring import metrics
-from monitoring.voc import CATEGORIES, MAX_TEXT, TriageConfig, VocError, intake_device_feedback
+from monitoring.timerange import MonitoringError
+from monitoring.voc import CATEGORIES, MAX_TEXT, TriageConfig, intake_device_feedback
 from serving.api.deps import CurrentDevice, ServiceDep, SessionDep, SettingsDep, authenticate_request
 from serving.audio_input import InputError, read_command_audio
 from serving.recognition import Recognition, Utterance, device_slice, new_request_id
@@ -141,7 +142,7 @@ def feedback(body: FeedbackIn, device: FeedbackDevice, session: SessionDep, sett
         row, created = intake_device_feedback(session, device_id=device.id, request_id=body.request_id,
                                               category=body.category, text=body.text,
                                               config=TriageConfig.from_settings(settings))
-    except VocError as e:
+    except MonitoringError as e:
         raise HTTPException(VOC_STATUS[e.code], str(e)) from e
     session.commit()
     if not created:

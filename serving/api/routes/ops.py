@@ -1,7 +1,7 @@
 """The ops dashboard: Overview, Drift, VOC inbox and Data pages, and the JSON behind them.
 
 Ops users and admins only (``OpsUser``). Each route parses the query and calls :mod:`monitoring.dashboard`
-/ :mod:`monitoring.inbox`; the charts come from :mod:`monitoring.charts`. The inbox's actions (send to
+/ :mod:`monitoring.voc_queries`; the charts come from :mod:`monitoring.charts`. The inbox's actions (send to
 labeling, close) and its audio are the VOC API's (``/ops/api/voc…``, serving/api/routes/voc.py).
 Times: ``since``/``until`` take ``24h``, ``7d``, ``now`` or ISO 8601 (docs/monitoring.md).
 """
@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from collection.dataplan import DATAPLAN_DIR, DataPlan, DataPlanError, load_dataplan
-from monitoring import charts, dashboard, inbox
-from monitoring.dashboard import DashboardError, TimeRange
+from monitoring import charts, dashboard, voc_queries
 from monitoring.slices import SLICE_KEYS
+from monitoring.timerange import MonitoringError, TimeRange
 from serving.api.deps import ERROR_STATUS, OpsUser, PlanDep, SessionDep, SettingsDep, render
 from voiceloop.settings import Settings
 
@@ -31,14 +31,14 @@ Since = Annotated[str | None, Query(max_length=40, description="24h, 7d, now or 
 Until = Annotated[str | None, Query(max_length=40, description="the end (default: now)")]
 
 
-def _error(e: DashboardError) -> HTTPException:
+def _error(e: MonitoringError) -> HTTPException:
     return HTTPException(ERROR_STATUS.get(e.code, 422), str(e))
 
 
 def _range(since: str | None, until: str | None, **kwargs: Any) -> TimeRange:  # noqa: ANN401
     try:
         return TimeRange.parse(since, until, **kwargs)
-    except DashboardError as e:
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -53,7 +53,7 @@ def _drift(session: Session, since: str | None, until: str | None, metric: str |
     try:
         return dashboard.drift(session, _range(since, until, default=timedelta(days=7)), metric=metric,
                                slice_key=slice_key or None, window_s=window_s)
-    except DashboardError as e:
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -104,9 +104,10 @@ def voc_page(request: Request, user: OpsUser, session: SessionDep,
              slice: Annotated[str | None, Query(max_length=100, description="key=value, e.g. dialect=jeolla")] = None,  # noqa: A002
              offset: Annotated[int, Query(ge=0)] = 0):
     try:
-        flt = inbox.InboxFilter.parse(status=status, cause=cause, category=category, source=source, slice=slice)
-        box = inbox.inbox(session, flt, limit=PAGE, offset=offset)
-    except DashboardError as e:
+        flt = voc_queries.FeedbackFilter.parse(status=status, cause=cause, category=category, source=source,
+                                               slice=slice)
+        box = voc_queries.list_feedback(session, flt, limit=PAGE, offset=offset, facets=True)
+    except MonitoringError as e:
         raise _error(e) from e
     query = urlencode({k: v for k, v in (("status", status), ("cause", cause), ("category", category),
                                          ("source", source), ("slice", slice)) if v})

@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field
 
 from collection.models import utcnow
 from monitoring import voc, voc_queries
-from monitoring.voc import CATEGORIES, MAX_TEXT, STATUSES, TriageConfig, VocError
+from monitoring.timerange import MonitoringError
+from monitoring.voc import CATEGORIES, MAX_TEXT, STATUSES, TriageConfig
 from serving.api.deps import OpsUser, SessionDep, SettingsDep, StoreDep
 
 router = APIRouter(prefix="/ops/api/voc", tags=["ops: VOC"])
@@ -39,7 +40,7 @@ class StatusIn(BaseModel):
                                                description="with status fixed: the model version that fixes it")
 
 
-def _error(e: VocError) -> HTTPException:
+def _error(e: MonitoringError) -> HTTPException:
     return HTTPException(VOC_STATUS[e.code], str(e))
 
 
@@ -60,7 +61,7 @@ def log_complaint(body: ComplaintIn, user: OpsUser, session: SessionDep, setting
                                category=body.category, text=body.text, actor=user.username, config=config)
         session.commit()
         return _detail(session, fb.id, config)
-    except VocError as e:
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -71,17 +72,19 @@ def inbox(user: OpsUser, session: SessionDep,
           device_id: Annotated[str | None, Query(max_length=64)] = None,
           since: datetime | None = None, until: datetime | None = None,
           limit: Annotated[int, Query(ge=1, le=voc_queries.MAX_PAGE)] = 50,
-          offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    """Complaints, highest priority first. Filters: ``slice_key``+``slice_value`` (e.g. dialect=gyeongsang;
+          offset: Annotated[int, Query(ge=0)] = 0, facets: bool = False) -> dict[str, Any]:
+    """Complaints, highest priority first, each with its linked utterances (hypothesis, reference where people
+    may listen, their character diff). Filters: ``slice_key``+``slice_value`` (e.g. dialect=gyeongsang;
     ``unknown`` = no profile value), ``cause`` (low_confidence, low_snr, out_of_grammar, endpoint_cutoff or
-    slice:<key>=<value>), ``status``, ``category``, ``source``, ``device_id``, ``since``/``until`` (when it
-    came in; at most 366 days apart)."""
+    slice:<key>=<value>), ``status`` (or ``open``: new, triaged, labeled), ``category``, ``source``,
+    ``device_id``, ``since``/``until`` (when it came in; at most 366 days apart). ``facets=true`` adds counts
+    per status, cause, category, source and slice value for filter menus."""
     filters = voc_queries.FeedbackFilter(slice_key=slice_key, slice_value=slice_value, cause=cause, status=status,
                                          category=category, source=source, device_id=device_id, since=since,
                                          until=until)
     try:
-        return voc_queries.list_feedback(session, filters, limit=limit, offset=offset).to_dict()
-    except VocError as e:
+        return voc_queries.list_feedback(session, filters, limit=limit, offset=offset, facets=facets).to_dict()
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -95,7 +98,7 @@ def rate(user: OpsUser, session: SessionDep, since: datetime | None = None, unti
     since = since or until - timedelta(days=7)
     try:
         rows = voc_queries.voc_rate(session, since=since, until=until, bucket_s=bucket_s, slice_key=slice_key)
-    except VocError as e:
+    except MonitoringError as e:
         raise _error(e) from e
     return {"since": since.isoformat(), "until": until.isoformat(), "bucket_s": bucket_s, "slice_key": slice_key,
             "rows": [r.to_dict() for r in rows]}
@@ -108,7 +111,7 @@ def detail(feedback_id: str, user: OpsUser, session: SessionDep, settings: Setti
     when one exists)."""
     try:
         return _detail(session, feedback_id, TriageConfig.from_settings(settings))
-    except VocError as e:
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -120,7 +123,7 @@ def triage(feedback_id: str, user: OpsUser, session: SessionDep, settings: Setti
         voc.triage(session, feedback_id, actor=user.username, config=config)
         session.commit()
         return _detail(session, feedback_id, config)
-    except VocError as e:
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -135,7 +138,7 @@ def send_to_labeling(feedback_id: str, user: OpsUser, session: SessionDep, setti
         session.commit()
         return {"label_task_id": task.id, "recording_id": task.recording_id, "priority": task.priority,
                 "feedback": _detail(session, feedback_id, config)}
-    except VocError as e:
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -149,7 +152,7 @@ def change_status(feedback_id: str, body: StatusIn, user: OpsUser, session: Sess
                        fixed_in_model_version=body.fixed_in_model_version)
         session.commit()
         return _detail(session, feedback_id, TriageConfig.from_settings(settings))
-    except VocError as e:
+    except MonitoringError as e:
         raise _error(e) from e
 
 
@@ -158,7 +161,7 @@ def audio(feedback_id: str, request_id: str, user: OpsUser, session: SessionDep,
     """The audio of one of the complaint's utterances, when the owner's consent allows human review."""
     try:
         recording = voc_queries.linked_audio(session, feedback_id, request_id)
-    except VocError as e:
+    except MonitoringError as e:
         raise _error(e) from e
     headers = {"Cache-Control": "no-store"}  # a withdrawn consent must not leave copies in browser caches
     path = store.local_path(recording.uri)
