@@ -6,8 +6,8 @@
 Generates 30 days of production utterances ending now (slices drawn from the device-profile
 vocabularies, a few devices per slice mix) and complaints linked to random utterances, bulk-inserts
 them into a fresh catalog (then ANALYZE: a catalog in service has planner statistics), then times each
-query (``--repeat`` runs, the first dropped as warm-up) — the library functions the ops API routes call,
-without HTTP. Output: a table and ``bench/out/voc_rate.json``.
+query (``--repeat`` runs; the first, which rolls up hours never read before, is reported apart) — the
+library functions the ops API routes call, without HTTP. Output: a table and ``bench/out/voc_rate.json``.
 """
 
 from __future__ import annotations
@@ -121,18 +121,20 @@ def main() -> None:
                 with catalog() as session:
                     t0 = time.perf_counter()
                     query(session)
+                    session.commit()  # as the route does: keeps the hourly rollups a rate query computed
                     times.append((time.perf_counter() - t0) * 1e3)
-            rows.append({"query": name, **latency_stats(times[1:])})
+            # the first call is reported apart: a rate query over hours never read rolls them up once
+            rows.append({"query": name, "first_ms": round(times[0], 1), **latency_stats(times[1:])})
     finally:
         if a.catalog_server:
             drop_database(a.catalog_server, url)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    t = Table("query", "p50 ms", "p95 ms", "max ms",
+    t = Table("query", "first ms", "p50 ms", "p95 ms", "max ms",
               title=f"VOC queries, {backend}: {a.utterances:,} utterances, {a.voc:,} complaints "
                     f"(inserted in {insert_s:.0f} s), {a.repeat - 1} timed runs each")
     for r in rows:
-        t.add_row(r["query"], f"{r['p50']:.1f}", f"{r['p95']:.1f}", f"{r['max']:.1f}")
+        t.add_row(r["query"], f"{r['first_ms']:.0f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}", f"{r['max']:.1f}")
     console.print(t)
     path = write_json(a.out, {"backend": backend, "utterances": a.utterances, "voc": a.voc, "rows": rows})
     console.print(f"wrote {path}")

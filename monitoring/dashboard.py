@@ -35,7 +35,7 @@ from collection.quota import CellStatus, plan_status, totals
 from monitoring import metrics
 from monitoring.timerange import MonitoringError, TimeRange
 from monitoring.traffic import HOUR, TrafficBucket, ceil_hour, floor_hour, hourly_traffic
-from monitoring.traffic import METRICS as TRAFFIC_METRICS
+from monitoring.traffic import ROLLUP_METRICS as TRAFFIC_METRICS
 
 # bucket sizes for the overview, smallest first: the first giving at most MAX_BUCKETS buckets is used
 BUCKETS = (HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 24 * HOUR, 7 * 24 * HOUR)
@@ -392,7 +392,7 @@ def jsonable(obj: Any) -> Any:  # noqa: ANN401
     if isinstance(obj, MetricPoint):
         return [_iso(obj.window_end), obj.value, obj.ci_low, obj.ci_high, obj.n]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("json", True)}
     if isinstance(obj, datetime):
         return _iso(obj)
     if isinstance(obj, dict):

@@ -10,6 +10,11 @@ computed live from the raw rows each time (at most an hour or two of traffic). T
 long, never-seen range pays the one-time cost; the drift job or ``voiceloop report`` can pay it instead
 (:func:`rollup_traffic`).
 
+The same rollup keeps, per hour, the utterances served and the complaints that came in per slice value
+(``traffic_utterances`` / ``traffic_voc`` rows with the slice's key and value; ``traffic_voc`` ``all`` for
+every complaint): the VOC rate per 1,000 utterances over a month is then a read of a few thousand rows
+(:func:`monitoring.voc_queries.voc_rate`), not a scan of a million.
+
 Latency percentiles come from a histogram built in SQL (5 ms bins below 1 s, 100 ms bins up to 10 s,
 interpolated within the bin), so they are exact to a few milliseconds. Percentiles do not add up: a bucket
 longer than an hour shows its worst hour (the number an SLO cares about), never an average of percentiles
@@ -23,12 +28,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, case, cast, func, select
+from sqlalchemy import Integer, and_, case, cast, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from collection.labeling import LOW_CONFIDENCE
-from collection.models import ProductionUtterance, SliceMetric, aware, utcnow
+from collection.models import Feedback, ProductionUtterance, SliceMetric, aware, utcnow
+from monitoring.slices import ALL, SLICE_KEYS, UNKNOWN
 
 HOUR = timedelta(hours=1)
 GRACE = timedelta(minutes=5)  # an hour is final this long after it ends (requests in flight are written)
@@ -38,7 +44,10 @@ PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 COUNTS = ("out_of_grammar", "low_confidence", "cut_at_max")
 _LATENCY = {f"traffic_latency_{p}": p for p in PERCENTILES}
 _COUNT = {f"traffic_{c}": c for c in COUNTS}
-METRICS = (REQUESTS, *_LATENCY, *_COUNT)
+UTTERANCES = "traffic_utterances"  # per slice key and value (the whole traffic is REQUESTS)
+VOC = "traffic_voc"  # complaints that came in during the hour, per slice key and value, and ``all``
+METRICS = (REQUESTS, *_LATENCY, *_COUNT, VOC)  # what the overview reads (VOC ``all``: rolled up with slices)
+ROLLUP_METRICS = (*METRICS, UTTERANCES)  # every metric the rollup writes (the drift views leave them out)
 # latency histogram: 5 ms bins below 1 s (bins 0..199), 100 ms bins from 1 s (200..289), 10 s and more: 290
 FINE_MS, FINE_BINS, COARSE_MS, LAST_BIN = 5.0, 200, 100.0, 290
 
@@ -59,6 +68,9 @@ class TrafficBucket:
     out_of_grammar: int = 0
     low_confidence: int = 0
     cut_at_max: int = 0
+    voc: int = 0  # complaints that came in
+    # (slice key, slice value) -> [utterances, complaints]; read only when a slice key is asked for
+    by_slice: dict[tuple[str, str], list[int]] = field(default_factory=dict, metadata={"json": False})
 
     def add(self, other: TrafficBucket) -> None:
         """Fold another (an hour inside this bucket) into this one."""
@@ -71,6 +83,10 @@ class TrafficBucket:
         self.out_of_grammar += other.out_of_grammar
         self.low_confidence += other.low_confidence
         self.cut_at_max += other.cut_at_max
+        self.voc += other.voc
+        for key, (n, voc) in other.by_slice.items():
+            counts = self.by_slice.setdefault(key, [0, 0])
+            counts[0], counts[1] = counts[0] + n, counts[1] + voc
 
 
 def _worst(a: float | None, b: float | None) -> float | None:
@@ -98,11 +114,11 @@ def _latency_bin(dialect: str):  # noqa: ANN202
     return case((lat < 1000.0, _floor_div(lat, FINE_MS, dialect)), (lat >= 10000.0, LAST_BIN), else_=coarse)
 
 
-def _hour_of(dialect: str):  # noqa: ANN202
+def _hour_of(dialect: str, column=ProductionUtterance.created_at):  # noqa: ANN001, ANN202
     if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
-        return func.substr(ProductionUtterance.created_at, 1, 13)
+        return func.substr(column, 1, 13)
     if dialect == "postgresql":
-        return func.date_trunc("hour", func.timezone("UTC", ProductionUtterance.created_at))
+        return func.date_trunc("hour", func.timezone("UTC", column))
     raise ValueError(f"traffic rollups support sqlite and postgresql, not {dialect!r}")
 
 
@@ -166,6 +182,19 @@ def aggregate_hours(session: Session, start: datetime, end: datetime) -> dict[da
     for start_h, ht in hours.items():
         for name, q in PERCENTILES.items():
             setattr(ht, name, percentile(histograms[start_h], q))
+    for index, model in enumerate((ProductionUtterance, Feedback)):  # one GROUP BY each, every slice key at once
+        hour = _hour_of(dialect, model.created_at).label("hour")
+        columns = [getattr(model, k) for k in SLICE_KEYS]
+        stmt = (select(hour, *columns, func.count()).where(model.created_at >= start, model.created_at < end)
+                .group_by(hour, *columns))
+        for h, *values, n in session.execute(stmt):
+            start_h = _parse_hour(h)
+            ht = hours.get(start_h) or hours.setdefault(start_h, TrafficBucket(start_h))
+            if index:
+                ht.voc += n
+            for key, value in zip(SLICE_KEYS, values, strict=True):
+                counts = ht.by_slice.setdefault((key, value or UNKNOWN), [0, 0])
+                counts[index] += n
     return hours
 
 
@@ -180,6 +209,12 @@ def _rows(ht: TrafficBucket, now: datetime) -> list[dict[str, object]]:
                   "n": ht.latency_n} for p in PERCENTILES if getattr(ht, p) is not None]
         rows += [{**base, "model_version": "", "metric": f"traffic_{c}", "value": float(getattr(ht, c)),
                   "n": ht.requests} for c in COUNTS]
+    # written even when 0: with REQUESTS it marks the hour as rolled up, slices included
+    rows.append({**base, "model_version": "", "metric": VOC, "value": float(ht.voc), "n": ht.voc})
+    for (key, value), (n, voc) in ht.by_slice.items():
+        sliced = {**base, "slice_key": key, "slice_value": value, "model_version": ""}
+        rows += [{**sliced, "metric": metric, "value": float(count), "n": count}
+                 for metric, count in ((UTTERANCES, n), (VOC, voc)) if count]
     return rows
 
 
@@ -196,20 +231,30 @@ def _upsert(session: Session, rows: Sequence[dict[str, object]]) -> None:
         session.execute(stmt, list(rows[i:i + 2000]))
 
 
-def _stored(session: Session, start: datetime, end: datetime) -> dict[datetime, TrafficBucket]:
+def _stored(session: Session, start: datetime, end: datetime,
+            slice_key: str | None = None) -> dict[datetime, TrafficBucket]:
+    """The rolled-up hours in [start, end); with ``slice_key``, their counts per value of that key too."""
     sm = SliceMetric.__table__.c  # Core, not ORM: thousands of small rows
-    stmt = (select(sm.window_end, sm.model_version, sm.metric, sm.value, sm.n)
-            .where(sm.metric.in_(METRICS), sm.window_end > start, sm.window_end <= end,
-                   sm.window_s == int(HOUR.total_seconds()), sm.slice_key == "all", sm.slice_value == "all"))
+    which = and_(sm.metric.in_(METRICS), sm.slice_key == ALL, sm.slice_value == ALL)
+    if slice_key is not None and slice_key != ALL:
+        which = or_(which, and_(sm.metric.in_((UTTERANCES, VOC)), sm.slice_key == slice_key))
+    stmt = (select(sm.window_end, sm.model_version, sm.metric, sm.value, sm.n, sm.slice_key, sm.slice_value)
+            .where(which, sm.window_end > start, sm.window_end <= end, sm.window_s == int(HOUR.total_seconds())))
     hours: dict[datetime, TrafficBucket] = {}
     complete: set[datetime] = set()
+    rolled: set[datetime] = set()  # hours whose slices were rolled up too (older rollups had none)
     starts: dict[datetime, datetime] = {}  # a few rows per hour share one window_end: convert it once
-    for window_end, version, metric, value, n in session.connection().execute(stmt):
+    for window_end, version, metric, value, n, key, slice_value in session.connection().execute(stmt):
         start_h = starts.get(window_end)
         if start_h is None:
             start_h = starts[window_end] = aware(window_end).astimezone(UTC) - HOUR
         ht = hours.get(start_h) or hours.setdefault(start_h, TrafficBucket(start_h))
-        if metric == REQUESTS:
+        if key != ALL:
+            ht.by_slice.setdefault((key, slice_value), [0, 0])[metric == VOC] = int(n)
+        elif metric == VOC:
+            ht.voc = int(n)
+            rolled.add(start_h)
+        elif metric == REQUESTS:
             if version:
                 ht.by_version[version] = int(n)
             else:
@@ -220,7 +265,7 @@ def _stored(session: Session, start: datetime, end: datetime) -> dict[datetime, 
             ht.latency_n = int(n)
         else:
             setattr(ht, _COUNT[metric], int(value or 0))
-    return {h: ht for h, ht in hours.items() if h in complete}
+    return {h: ht for h, ht in hours.items() if h in complete and h in rolled}
 
 
 def _spans(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -272,14 +317,15 @@ def _hour_starts(start: datetime, end: datetime) -> list[datetime]:
     return out
 
 
-def hourly_traffic(session: Session, since: datetime, until: datetime, *,
-                   now: datetime | None = None) -> list[TrafficBucket]:
+def hourly_traffic(session: Session, since: datetime, until: datetime, *, now: datetime | None = None,
+                   slice_key: str | None = None) -> list[TrafficBucket]:
     """Every hour from ``floor_hour(since)`` to ``ceil_hour(until)``, in order: closed hours from the
-    rollups (computing and storing those missing — the caller commits), open hours live."""
+    rollups (computing and storing those missing — the caller commits), open hours live. ``by_slice`` holds
+    the counts per value of ``slice_key`` when one is given (of every key for hours computed now)."""
     now = now or utcnow()
     start, end = floor_hour(since), ceil_hour(until)
     closed_end = max(start, min(end, _last_closed_end(now)))
-    hours = _stored(session, start, closed_end) if closed_end > start else {}
+    hours = _stored(session, start, closed_end, slice_key) if closed_end > start else {}
     hours.update(_fill(session, hours, start, closed_end, now))
     if closed_end < end:
         hours.update(aggregate_hours(session, closed_end, end))

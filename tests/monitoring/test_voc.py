@@ -294,7 +294,7 @@ def test_voc_rate_per_1000_utterances_per_slice_and_bucket(catalog):
         assert [(r.bucket_start - t0, r.utterances) for r in hourly] == [(timedelta(hours=1), 9)]
         for kwargs, message in (({"until": t0 - timedelta(days=1)}, "must be before until"),
                                 ({"until": t0 + timedelta(days=367)}, "in the future"),
-                                ({"until": t0 + timedelta(days=1), "bucket_s": 10}, "at least 60"),
+                                ({"until": t0 + timedelta(days=1), "bucket_s": 600}, "whole number of hours"),
                                 ({"until": t0 + timedelta(days=1), "slice_key": "mood"}, "unknown slice key")):
             with pytest.raises(MonitoringError, match=message):
                 voc_queries.voc_rate(s, since=t0, **kwargs)

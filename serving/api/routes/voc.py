@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from collection.models import utcnow
@@ -72,7 +72,7 @@ def inbox(user: OpsUser, session: SessionDep,
           device_id: Annotated[str | None, Query(max_length=64)] = None,
           since: datetime | None = None, until: datetime | None = None,
           limit: Annotated[int, Query(ge=1, le=voc_queries.MAX_PAGE)] = 50,
-          offset: Annotated[int, Query(ge=0)] = 0, facets: bool = False) -> dict[str, Any]:
+          offset: Annotated[int, Query(ge=0)] = 0, facets: bool = False) -> JSONResponse:
     """Complaints, highest priority first, each with its linked utterances (hypothesis, reference where people
     may listen, their character diff). Filters: ``slice_key``+``slice_value`` (e.g. dialect=gyeongsang;
     ``unknown`` = no profile value), ``cause`` (low_confidence, low_snr, out_of_grammar, endpoint_cutoff or
@@ -83,25 +83,29 @@ def inbox(user: OpsUser, session: SessionDep,
                                          category=category, source=source, device_id=device_id, since=since,
                                          until=until)
     try:
-        return voc_queries.list_feedback(session, filters, limit=limit, offset=offset, facets=facets).to_dict()
+        page = voc_queries.list_feedback(session, filters, limit=limit, offset=offset, facets=facets)
     except MonitoringError as e:
         raise _error(e) from e
+    return JSONResponse(page.to_dict())  # JSON-ready already
 
 
 @router.get("/rate")
 def rate(user: OpsUser, session: SessionDep, since: datetime | None = None, until: datetime | None = None,
-         bucket_s: Annotated[int, Query(ge=60, description="bucket length in seconds (3600 = hourly)")] = 86400,
-         slice_key: str = "all") -> dict[str, Any]:
+         bucket_s: Annotated[int, Query(ge=3600, description="whole hours, in seconds (3600 = hourly)")] = 86400,
+         slice_key: str = "all") -> JSONResponse:
     """VOC per 1,000 utterances per time bucket and slice value (``slice_key``: all, dialect, age_band,
     environment, device_type). Defaults: the 7 days up to now, daily buckets."""
     until = until or utcnow()
     since = since or until - timedelta(days=7)
     try:
         rows = voc_queries.voc_rate(session, since=since, until=until, bucket_s=bucket_s, slice_key=slice_key)
+        session.commit()  # the hourly rollups of closed hours it had to compute (a cache fill)
     except MonitoringError as e:
         raise _error(e) from e
-    return {"since": since.isoformat(), "until": until.isoformat(), "bucket_s": bucket_s, "slice_key": slice_key,
-            "rows": [r.to_dict() for r in rows]}
+    # JSONResponse: the rows are JSON-ready already (a month hourly by room is thousands of them, and
+    # FastAPI's own encoder would walk them a second time)
+    return JSONResponse({"since": since.isoformat(), "until": until.isoformat(), "bucket_s": bucket_s,
+                         "slice_key": slice_key, "rows": [r.to_dict() for r in rows]})
 
 
 @router.get("/{feedback_id}")
