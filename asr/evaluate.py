@@ -87,6 +87,16 @@ class EvalReport:
             "utterances": self.utterances,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EvalReport:
+        """The inverse of :meth:`to_dict` (cached reports, ``<split>.json`` files)."""
+        def m(x: dict) -> Metrics:
+            return Metrics(int(x["n"]), x["wer"], x["cer"], x["exact_match"], tuple(x["wer_ci"]), tuple(x["cer_ci"]),
+                           tuple(x["exact_match_ci"]))
+
+        return cls(m(d["overall"]), {k: {v: m(x) for v, x in vals.items()} for k, vals in d["slices"].items()},
+                   list(d.get("utterances") or []))
+
     def write_json(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
