@@ -69,12 +69,19 @@ class GateConfig:
     slice_margin: float = 0.01  # a slice regresses when its CER rises by more than this …
     # … and the 95 % interval of the rise lies above zero (a rise that noise explains does not block)
     min_slice_n: int = 20  # slices with fewer utterances (on either side) are shown, not judged
-    latency_budget: float = 1.25  # challenger p95 latency at most this × the champion's …
+    latency_budget: float = 1.25  # challenger p95 latency at most this × the champion's (or + the slack) …
+    latency_slack_ms: float = 20.0  # … timing noise on a busy machine is milliseconds, whatever the model
     max_latency_ms: float | None = None  # … and at most this, when set
     size_budget: float = 1.5  # challenger checkpoint at most this × the champion's …
     max_size_mb: float | None = None  # … and at most this, when set
     draws: int = 1000
     seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> GateConfig:  # noqa: ANN401 - voiceloop.settings.Settings
+        return cls(min_gain=settings.gate_min_gain, slice_margin=settings.gate_slice_margin,
+                   min_slice_n=settings.gate_min_slice_n, latency_budget=settings.gate_latency_budget,
+                   size_budget=settings.gate_size_budget)
 
     def __post_init__(self) -> None:
         if self.slice_margin < 0 or self.min_gain < 0 or self.min_slice_n < 1 or self.draws < 100:
@@ -187,8 +194,10 @@ def _delta(key: str, value: str, champion: list[Scored], challenger: list[Scored
                  (round(ci[0], 4), round(ci[1], 4)), paired, judged, regressed)
 
 
-def _budget(name: str, champion: float, challenger: float, ratio: float, cap: float | None) -> Budget:
-    limit = champion * ratio if cap is None else min(champion * ratio, cap)
+def _budget(name: str, champion: float, challenger: float, ratio: float, cap: float | None,
+            slack: float = 0.0) -> Budget:
+    limit = max(champion * ratio, champion + slack)
+    limit = limit if cap is None else min(limit, cap)
     return Budget(name, round(champion, 2), round(challenger, 2), round(limit, 2), challenger <= limit)
 
 
@@ -228,7 +237,8 @@ def compare(champion: Sequence[Scored], challenger: Sequence[Scored], config: Ga
                            f"margin {config.slice_margin:.2%})")
     budgets = []
     if latency_ms is not None:
-        budgets.append(_budget("latency_p95_ms", *latency_ms, config.latency_budget, config.max_latency_ms))
+        budgets.append(_budget("latency_p95_ms", *latency_ms, config.latency_budget, config.max_latency_ms,
+                               config.latency_slack_ms))
     if size_mb is not None:
         budgets.append(_budget("size_mb", *size_mb, config.size_budget, config.max_size_mb))
     reasons += [f"{b.name} {b.challenger:.1f} over the budget {b.limit:.1f} (champion {b.champion:.1f})"

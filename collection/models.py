@@ -426,6 +426,30 @@ class Alert(Base):
                                        name="uq_alert_window"),)
 
 
+class ReleaseDecision(Base):
+    """One step of a release and what decided it: the offline gate (``gate``), shadow and canary on live
+    traffic, promotion or rollback. ``verdict``: pass / fail / wait / promoted / rolled_back; ``numbers``:
+    the gate's per-slice figures (asr.gate.GateDecision). ``run_key`` names the attempt (Airflow run),
+    so a retried step records once."""
+
+    __tablename__ = "release_decisions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rel"))
+    model_name: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str | None] = mapped_column(String(64))  # MLflow training run of the candidate
+    model_version: Mapped[str | None] = mapped_column(String(32))  # registry version (None: never registered)
+    champion_version: Mapped[str | None] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    numbers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    run_key: Mapped[str] = mapped_column(String(250))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (UniqueConstraint("model_name", "run_id", "stage", "run_key", name="uq_release_step"),)
+
+
 class EvalRun(Base):
     """Model version × dataset version → metrics per slice with confidence intervals."""
 

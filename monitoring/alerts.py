@@ -40,6 +40,7 @@ from .reference import FEATURES
 log = logging.getLogger(__name__)
 
 KINDS = ("wer_regression", "input_drift", "confidence_drop", "voc_spike", "no_traffic")
+PIPELINE_FAILURE = "pipeline_failure"  # a DAG task that failed for good (voiceloop.orchestration.record_failure)
 
 
 @dataclass(frozen=True)
@@ -261,9 +262,9 @@ def open_alerts(session_or_url: Session | sessionmaker[Session] | str, kinds: Se
     """Open alerts, newest first: of ``kinds`` (default all), first fired in a window ending at or after
     ``since``, on ``slice_key``. What the retraining DAG calls to decide whether to retrain."""
     if kinds is not None:
-        unknown = set(kinds) - set(KINDS)
+        unknown = set(kinds) - {*KINDS, PIPELINE_FAILURE}
         if unknown:
-            raise ValueError(f"unknown alert kinds {sorted(unknown)}; valid: {', '.join(KINDS)}")
+            raise ValueError(f"unknown alert kinds {sorted(unknown)}; valid: {', '.join((*KINDS, PIPELINE_FAILURE))}")
     query = select(Alert).where(Alert.status == "open")
     if kinds is not None:
         query = query.where(Alert.kind.in_(kinds))
@@ -274,3 +275,22 @@ def open_alerts(session_or_url: Session | sessionmaker[Session] | str, kinds: Se
     with catalog_session(session_or_url) as session:
         return list(session.scalars(query.order_by(Alert.window_end.desc(), Alert.kind, Alert.slice_key,
                                                    Alert.slice_value)))
+
+
+def record_pipeline_failure(session: Session, *, dag_id: str, task_id: str, when: datetime,
+                            detail: dict | None = None) -> Alert:
+    """Open (once) a ``pipeline_failure`` alert for a DAG task that failed for good at its logical time
+    ``when``: slice ``dag``/<dag id>, metric <task id>. A second failure of the same task and logical
+    date updates the row. The drift rules never resolve it; ops close it when the pipeline runs again."""
+    end = aware(when)
+    alert = session.scalar(select(Alert).where(
+        Alert.kind == PIPELINE_FAILURE, Alert.slice_key == "dag", Alert.slice_value == dag_id[:64],
+        Alert.metric == task_id[:32], Alert.model_version == "", Alert.window_end == end))
+    if alert is None:
+        alert = Alert(kind=PIPELINE_FAILURE, slice_key="dag", slice_value=dag_id[:64], metric=task_id[:32],
+                      model_version="", window_end=end, status="open", detail={})
+        session.add(alert)
+    alert.status, alert.resolved_at = "open", None
+    alert.detail = {**(alert.detail or {}), **(detail or {}), "task_id": task_id, "dag_id": dag_id}
+    session.flush()
+    return alert

@@ -9,7 +9,11 @@ from voiceloop.settings import Settings
 
 
 def model_manager_for(settings: Settings) -> ModelManager:
-    """A local checkpoint when ``model_path`` is set, else the registry's aliases (polled for hot swaps)."""
+    """A local checkpoint when ``model_path`` is set, else the registry's aliases (polled for hot swaps).
+
+    From the registry, ``shadow``/``canary_share`` are the defaults: the rollout tags the ``deploy`` DAG writes
+    on the registered model (``serving.rollout``) override them on every poll, so a release moves every API
+    replica and Kafka worker without a restart."""
     torch.set_num_threads(settings.inference_threads)
     if settings.model_path is not None:
         return ModelManager.from_path(str(settings.model_path), decoder=settings.decoder)

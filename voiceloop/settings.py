@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     alert_no_traffic_min_expected: float = 50.0  # utterances per window a slice averaged before going silent
     catalog_metrics_ttl_s: float = 30.0  # /metrics re-reads drift results and alerts at most this often
 
+    # -- the loop (voiceloop/loop.py, dags/; docs/loop.md) --
+    data_plan: str = "demo"  # the plan collect_and_label fills (a name in collection/dataplans or <data>/plans)
+    loop_min_new_labels: int = 50  # reviewed recordings not yet in a dataset version before a new one is frozen
+    loop_train_config: str = "baseline"  # asr/configs/<name>.yaml (or a path) for retraining
+    loop_train_minutes: float | None = None  # training budget per retrain (None: the config's)
+    loop_recollect_per_cell: int = 4  # utterances a re-collection plan asks for per cell of a weak slice
+    gate_min_gain: float = 0.0  # overall CER must fall by more than this (0.005 = half a point)
+    gate_slice_margin: float = 0.01  # a slice regresses when its CER rises by more than this, CI above 0
+    gate_min_slice_n: int = 20  # slices with fewer evaluation utterances are shown, not judged
+    gate_latency_budget: float = 1.25  # challenger p95 latency at most this × the champion's
+    gate_size_budget: float = 1.5  # challenger checkpoint at most this × the champion's
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"

@@ -81,6 +81,8 @@ def test_budgets_and_unpaired_traffic():
     assert ok.promote and not ok.overall.paired and [b.ok for b in ok.budgets] == [True, True]
     slow = compare(champion, challenger, GateConfig(max_latency_ms=110.0), latency_ms=(100.0, 120.0),
                    size_mb=(10.0, 40.0))
+    noise = compare(champion, challenger, latency_ms=(2.0, 3.0))  # milliseconds of timing noise: within the slack
+    assert noise.promote and noise.budgets[0].limit == 22.0
     assert not slow.promote
     assert [r.split()[0] for r in slow.reasons] == ["latency_p95_ms", "size_mb"]
 

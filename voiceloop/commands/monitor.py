@@ -43,11 +43,8 @@ def drift(
     """Compute slice metrics for whole windows up to --until and evaluate the alerts of each."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from collection.db import connect
-    from monitoring.alerts import AlertConfig, evaluate_alerts
-    from monitoring.baseline import MlflowBaselines
-    from monitoring.drift import DriftConfig, compute_window, parse_window, window_ends
-    from monitoring.reference import champion_reference
+    from monitoring.drift import parse_window, window_ends
+    from monitoring.job import DriftJob
 
     settings = settings_for(data_dir)
     try:
@@ -57,15 +54,7 @@ def drift(
     if not 1 <= backfill <= MAX_BACKFILL:
         raise typer.BadParameter(f"{backfill} windows; give 1 to {MAX_BACKFILL}", param_hint="--backfill")
     ends = window_ends(_instant(until, "--until"), window_s, backfill)
-    baselines = reference = None
-    if baseline:
-        from ..pipeline import connect_mlflow
-
-        connect_mlflow(settings)
-        baselines = MlflowBaselines(settings.model_name, settings.drift_baseline_splits)
-        reference = champion_reference(settings.model_name, settings.data_dir, settings.language)
-    catalog = connect(settings.catalog)
-    drift_config, alert_config = DriftConfig.from_settings(settings), AlertConfig.from_settings(settings)
+    job = DriftJob.from_settings(settings, baselines=baseline)
     table = Table(title=f"drift windows of {window_s} s (alerts opened / still firing / resolved)")
     table.add_column("window end (UTC)", no_wrap=True)
     for col in ("utterances", "labeled", "rows", "opened", "firing", "resolved", "s"):
@@ -75,15 +64,13 @@ def drift(
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("drift windows", total=len(ends))
         for end in ends:
-            result = compute_window(catalog, end, window_s, baselines=baselines, reference=reference,
-                                    config=drift_config)
-            summary = evaluate_alerts(catalog, end, window_s, alert_config)
+            result, summary = job.run(end, window_s)
             table.add_row(end.strftime("%Y-%m-%d %H:%M"), str(result.utterances), str(result.labeled),
                           str(result.rows), str(len(summary.opened)), str(len(summary.continuing)),
                           str(len(summary.resolved)), f"{result.seconds:.2f}")
             progress.advance(task)
     console.print(table)
-    if reference is None and baseline:
+    if job.reference is None and baseline:
         console.print("[yellow]no input reference for the champion: PSI/KS were not computed[/]")
 
 

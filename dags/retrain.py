@@ -1,0 +1,46 @@
+"""retrain (weekly, and whenever a new dataset version or a retraining alert appears): train on the newest
+dataset version (torchrun on CUDA workers, CPU otherwise) → evaluate per slice on the frozen gold set plus
+recent labeled production data → gate against the champion → register `@challenger` (Asset: schedules
+`deploy`). A refused model is recorded with its numbers and goes no further."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+
+from voiceloop.orchestration import CHALLENGER, DATASET, DRIFT_ALERT, START, TAGS, default_args, run_key, settings
+
+
+@dag(schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"),
+                                  assets=(DATASET | DRIFT_ALERT)),
+     start_date=START, catchup=False, max_active_runs=1, tags=TAGS,
+     default_args=default_args(retries=1, timeout=timedelta(hours=6)), params={"dataset": None, "minutes": None},
+     doc_md=__doc__)
+def retrain():
+    @task
+    def train(params: dict | None = None) -> dict:
+        from voiceloop import loop
+
+        s = settings()
+        params = params or {}
+        return loop.train_candidate(s, params.get("dataset"), config=s.loop_train_config,
+                                    minutes=params.get("minutes") or s.loop_train_minutes)
+
+    @task(outlets=[CHALLENGER])
+    def gate(trained: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from voiceloop import loop
+
+        decision = loop.gate_candidate(settings(), trained["run_id"], trained["dataset"],
+                                       run_key=run_key(get_current_context()))
+        if not decision["promote"] or decision["champion_version"] is None:
+            # refused (recorded in MLflow and the catalog), or the first model, which became @champion
+            raise AirflowSkipException(decision["summary"])
+        return decision
+
+    gate(train())
+
+
+retrain()
