@@ -231,24 +231,37 @@ class RecognitionService:
         self._shadow.submit(self._run_shadow, slot, utt)
 
     def _run_shadow(self, slot: ModelSlot, utt: Utterance) -> None:
+        """Decode with the challenger and store what it said — the text only where the production row kept
+        the champion's (the owner's consent covers the request's content, whichever model heard it). A
+        failed decode is stored too, without hypothesis or confidence: the release's error rate counts it."""
+        started = time.perf_counter()
+        text: str | None = None
+        confidence: float | None = None
+        outcome = "recorded"
         try:
-            started = time.perf_counter()
             hyp = slot.recognizer.transcribe(utt.wav)
-            latency_ms = (time.perf_counter() - started) * 1000
+            text, confidence = hyp.text, float(hyp.confidence)
+        except Exception:  # the shadow must never affect serving
+            log.exception("shadow decode of %s failed", utt.request_id)
+            outcome = "failed"
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
             with self.catalog() as session:
+                kept = session.scalar(select(ProductionUtterance.hypothesis)
+                                      .where(ProductionUtterance.request_id == utt.request_id)) is not None
                 try:
                     with session.begin_nested():
                         session.add(ShadowResult(request_id=utt.request_id, model_version=slot.version,
-                                                 hypothesis=hyp.text, confidence=float(hyp.confidence),
+                                                 hypothesis=text if kept else None, confidence=confidence,
                                                  latency_ms=latency_ms))
                 except IntegrityError:
                     pass  # a retried request was shadowed already
                 session.commit()
-            metrics.SHADOW_RESULTS.labels("recorded").inc()
-        except Exception:  # the shadow must never affect serving
-            log.exception("shadow decode of %s failed", utt.request_id)
-            metrics.SHADOW_RESULTS.labels("failed").inc()
+        except Exception:
+            log.exception("could not store the shadow result of %s", utt.request_id)
+            outcome = "failed"
         finally:
+            metrics.SHADOW_RESULTS.labels(outcome).inc()
             with self._lock:
                 self._shadow_pending -= 1
 

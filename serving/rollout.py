@@ -339,9 +339,9 @@ def live_stats(session: Session, champion_version: str, challenger_version: str,
                until: datetime, stage: Stage) -> LiveStats:
     """Traffic, p95 latency and error share per version in ``[since, until)``, and (shadow) agreement.
 
-    What counts as an error is what the catalog records as a decode without a result: a shadow result
-    without a hypothesis, a production utterance without a confidence (the hypothesis alone cannot tell:
-    it is also empty when the device has no consent for its text). Latency: ``canary`` compares each
+    What counts as an error is what the catalog records as a decode without a result: a shadow result or a
+    production utterance without a confidence (the hypothesis alone cannot tell: it is also empty when the
+    device has no consent for its text). Latency: ``canary`` compares each
     version's production ``latency_ms``; ``shadow`` compares, over the requests the challenger shadowed,
     the champion's production ``latency_ms`` with the shadow decode's — WebSocket requests left out, since
     their ``latency_ms`` is end of speech → final of a streaming decode, not a whole-utterance decode.
@@ -363,7 +363,7 @@ def live_stats(session: Session, champion_version: str, challenger_version: str,
                              .where(*in_window, pu.model_version == window.champion)).one()
     rows = session.execute(
         select(pu.latency_ms, pu.channel, pu.hypothesis, sr.latency_ms.label("shadow_latency_ms"),
-               sr.hypothesis.label("shadow_hypothesis"))
+               sr.hypothesis.label("shadow_hypothesis"), sr.confidence.label("shadow_confidence"))
         .join(sr, and_(sr.request_id == pu.request_id, sr.model_version == window.challenger))
         .where(*in_window, pu.model_version == window.champion)).all()
     timed = [r for r in rows if r.channel != STREAM_CHANNEL]
@@ -372,7 +372,7 @@ def live_stats(session: Session, champion_version: str, challenger_version: str,
     return LiveStats(
         "shadow",
         VersionStats(window.champion, served[0], served[1], _p95([r.latency_ms for r in timed])),
-        VersionStats(window.challenger, len(rows), sum(r.shadow_hypothesis is None for r in rows),
+        VersionStats(window.challenger, len(rows), sum(r.shadow_confidence is None for r in rows),
                      _p95([r.shadow_latency_ms for r in timed])),
         agreement, len(both))
 

@@ -81,6 +81,8 @@ def test_shadow_records_challenger_without_returning_it(two_versions, tmp_path, 
         shadows = s.scalars(select(ShadowResult)).all()
     assert sorted(r.request_id for r in shadows) == sorted(a["request_id"] for a in answers)
     assert {r.model_version for r in shadows} == {f"{name}/{v2}"}
+    # the device's owner gave no consent: its text is not kept, whichever model heard it (the confidence is)
+    assert all(r.hypothesis is None and r.confidence is not None for r in shadows)
 
 
 def test_canary_share_routes_a_stable_fraction_to_the_challenger(two_versions, tmp_path, catalog_url):
