@@ -131,6 +131,15 @@ class GateDecision:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GateDecision:
+        """The inverse of :meth:`to_dict` (a decision read back from the catalog or ``gate.json``)."""
+        def delta(x: Mapping[str, Any]) -> Delta:
+            return Delta(**{**x, "ci": tuple(x["ci"])})
+
+        return cls(bool(d["promote"]), list(d["reasons"]), delta(d["overall"]), [delta(x) for x in d["slices"]],
+                   [Budget(**b) for b in d.get("budgets", [])])
+
     @property
     def summary(self) -> str:
         if self.promote:

@@ -104,6 +104,15 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
     log.info("%s@%s -> version %s", name, alias, version)
 
 
+def delete_alias(name: str, alias: str) -> None:
+    """Unset ``alias`` (a no-op when it is not set): serving stops using that slot on its next poll."""
+    if alias not in ALIASES:
+        raise ValueError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}")
+    if alias_version(name, alias) is not None:
+        MlflowClient().delete_registered_model_alias(name, alias)
+        log.info("%s@%s unset", name, alias)
+
+
 def alias_version(name: str, alias: str) -> str | None:
     """The version an alias points at, or None when it is unset."""
     try:

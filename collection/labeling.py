@@ -69,7 +69,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: default priority of a task by the reason it was queued (higher is labelled first).
-REASON_PRIORITY: dict[str, int] = {"voc": 100, "low_confidence": 50, "recollect": 20, "new": 0}
+# voc: a customer complained; drift: production audio of a slice with an open alert (curate_feedback);
+# low_confidence: the model was unsure; recollect: studio speech for a weak slice; new: everything else.
+REASON_PRIORITY: dict[str, int] = {"voc": 100, "drift": 70, "low_confidence": 50, "recollect": 20, "new": 0}
 REVIEWER_ROLES = ("reviewer", "admin")
 #: the two rounds of double transcription; later rounds are re-labels after a rejection.
 DOUBLE_ROUNDS = (1, 2)

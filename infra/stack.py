@@ -1,4 +1,4 @@
-"""The embedded dev stack: a Kafka-compatible broker (tansu) and the MLflow server, as background processes.
+"""The embedded dev stack: a Kafka-compatible broker (tansu), the MLflow server and Airflow, as background processes.
 
     up(settings)        # start what is not running yet (re-running is harmless), wait until each answers
     status(settings)    # what runs, where, and its log
@@ -8,6 +8,7 @@ Everything lives under ``<data_dir>/stack/``: ``state.json`` (pid, port, command
 ``<name>.log``. tansu keeps topics in memory (``memory://``): ``down`` loses every message, which
 suits development and tests; production uses a real Kafka cluster (only the bootstrap address changes).
 ``start_broker`` starts one broker for a caller that owns it (the test session's fixture).
+Airflow (``airflow standalone``, opt-in: ``voiceloop stack up --airflow``) is set up by ``infra.airflow``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from infra import airflow
 from voiceloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -191,23 +193,95 @@ def process_alive(pid: int, command: list[str] | None = None) -> bool:
 
 
 def stop_process(pid: int, grace_s: float = 10.0, command: list[str] | None = None) -> bool:
-    """SIGTERM the process group of ``pid``, SIGKILL it after ``grace_s``. True when it was running."""
+    """SIGTERM the process group of ``pid``, SIGKILL it after ``grace_s``. True when it was running.
+
+    Descendants that left the group (Airflow runs each task and each DAG parse in a process group of its
+    own) are found before the first signal and get the same treatment, so nothing outlives ``pid``.
+    """
     if not process_alive(pid, command):
         return False
+    strays = [p for p in descendants(pid) if _pgid(p.pid) != pid]
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
-            return True
+            pass
         except PermissionError:
             os.kill(pid, sig)
+        for stray in strays:
+            stray.signal(sig)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             _reap(pid)
-            if not process_alive(pid):
+            if not process_alive(pid) and not _group_alive(pid) and not any(s.alive() for s in strays):
                 return True
             time.sleep(0.1)
-    raise StackError(f"process {pid} survived SIGKILL")
+    raise StackError(f"process {pid} (or one of its children) survived SIGKILL")
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A process identified by pid and start time, so a reused pid is never signalled."""
+
+    pid: int
+    started: str
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.started and process_alive(self.pid)
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            try:
+                os.kill(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: [state, ppid, pgrp, …, starttime at index 19]."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def _pgid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[2]) if fields else None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Some live (non-zombie) process is still in process group ``pgid``."""
+    for entry in Path("/proc").iterdir() if Path("/proc").exists() else ():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def descendants(pid: int) -> list[ProcessRef]:
+    """Every live descendant of ``pid`` (children, grandchildren, …) from /proc; empty without procfs."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.exists() else ():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        started = _start_time(child)
+        if started is not None:
+            found.append(ProcessRef(child, started))
+        todo.extend(children.get(child, []))
+    return found
 
 
 def _reap(pid: int) -> None:
@@ -258,6 +332,9 @@ class ServiceSpec:
     answers: Callable[[str], bool]
     start_timeout_s: float
     env: tuple[tuple[str, str], ...] = ()  # added to the environment the service starts with
+    # More environment that depends on the settings and the port (added after ``env``).
+    environment: Callable[[Settings, int], dict[str, str]] | None = None
+    prepare: Callable[[Settings], object] | None = None  # runs before the start (a DB migration)
 
 
 SERVICES: dict[str, ServiceSpec] = {
@@ -267,7 +344,14 @@ SERVICES: dict[str, ServiceSpec] = {
     "mlflow": ServiceSpec(mlflow_command, lambda port: f"http://{HOST}:{port}", mlflow_answers, 180.0,
                           # no background job runners (GenAI scorers): eight fewer processes on a laptop
                           env=(("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),)),
-    # issue 6: "airflow" (`airflow standalone`, AIRFLOW_HOME=<data_dir>/airflow, dags folder = dags/) goes here.
+    # `airflow standalone`: one parent that runs the api-server, scheduler, dag-processor and triggerer as
+    # children (infra/airflow.py and docs/airflow.md say why standalone and which executor). A cold start on
+    # two cores imports Airflow five times over: give it minutes.
+    "airflow": ServiceSpec(lambda settings, port: airflow.airflow_command("standalone"),
+                           lambda port: f"http://{HOST}:{port}", airflow.airflow_answers, 300.0,
+                           environment=lambda settings, port: airflow.airflow_env(
+                               settings, port, log_server_ports=(free_port(), free_port())),
+                           prepare=airflow.migrate),
 }
 
 
@@ -340,9 +424,15 @@ def _start(settings: Settings, name: str, port: int) -> ServiceState:
     spec = SERVICES[name]
     if port_open(port):
         raise StackError(f"port {port} is already in use by another process; pick another with --{name}-port")
+    if spec.prepare is not None:
+        try:
+            spec.prepare(settings)
+        except airflow.AirflowError as e:
+            raise StackError(f"{name} could not be prepared: {e}") from e
     command = spec.command(settings, port)
     log_path = (stack_dir(settings) / f"{name}.log").resolve()
-    process = spawn(command, log_path, env={**os.environ, **dict(spec.env)})
+    env = {**os.environ, **dict(spec.env), **(spec.environment(settings, port) if spec.environment else {})}
+    process = spawn(command, log_path, env=env)
     url = spec.url(port)
     log.info("starting %s on %s (pid %d, log %s)", name, url, process.pid, log_path)
     try:

@@ -70,6 +70,14 @@ def default_args(*, retries: int = 2, timeout: timedelta = timedelta(hours=1)) -
             "on_failure_callback": record_failure}
 
 
+def poke_interval() -> int:
+    """Seconds between a deploy sensor's looks at the traffic (``VOICELOOP_ROLLOUT_POKE_S``, the setting
+    ``rollout_poke_s``): read from the environment at parse time, where Settings would be too heavy."""
+    return max(1, int(os.environ.get("VOICELOOP_ROLLOUT_POKE_S", "300")))
+
+
 def run_key(context: dict[str, Any]) -> str:
-    """``<dag_id>/<run_id>``: names what a task writes, so a retry of the same run writes the same rows."""
-    return f"{context['dag'].dag_id}/{context['run_id']}"
+    """``<dag_id>/<logical date>`` (``<dag_id>/<run id>`` for a run without one): names what a task writes,
+    so a retry or a re-run for the same logical date writes the same rows."""
+    when = context.get("logical_date")
+    return f"{context['dag'].dag_id}/{when.isoformat() if when is not None else context['run_id']}"

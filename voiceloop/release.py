@@ -26,7 +26,9 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,9 +126,9 @@ def eval_set(settings: Settings, dataset_root: Path | None = None) -> EvalSet:
 
 # -- scoring a model on it ---------------------------------------------------------------------------
 def model_report(settings: Settings, model_uri: str, evalset: EvalSet, *, decoder: str = "greedy",
-                 use_cache: bool = True) -> tuple[EvalReport, str, float]:
-    """(report, model version, p95 latency in ms of one utterance) of a model on the evaluation set.
-    Registry models' results are cached per version and set (a version never changes)."""
+                 use_cache: bool = True) -> tuple[EvalReport, str]:
+    """(report, model version) of a model on the evaluation set. Registry models' reports are cached per
+    version and set (a version never changes)."""
     from asr.inference import Recognizer
     from asr.registry import resolve_checkpoint
 
@@ -139,32 +141,34 @@ def model_report(settings: Settings, model_uri: str, evalset: EvalSet, *, decode
         version = model_uri
     cache = settings.data_dir / "eval" / "cache" / f"{_safe(version)}--{evalset.manifest_hash}-{decoder}.json"
     if use_cache and model_uri.startswith("models:/") and cache.exists():
-        saved = json.loads(cache.read_text())
-        return EvalReport.from_dict(saved["report"]), version, saved["latency_p95_ms"]
-    recognizer = Recognizer.load(model_uri, decoder=decoder, version=version)
-    utterances = evalset.utterances()
-    report = evaluate(recognizer, utterances)
-    latency = latency_p95_ms(recognizer, utterances[:LATENCY_UTTERANCES])
+        return EvalReport.from_dict(json.loads(cache.read_text())), version
+    report = evaluate(Recognizer.load(model_uri, decoder=decoder, version=version), evalset.utterances())
     if model_uri.startswith("models:/"):
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"report": report.to_dict(), "latency_p95_ms": latency}, ensure_ascii=False))
-    return report, version, latency
+        cache.write_text(json.dumps(report.to_dict(), ensure_ascii=False))
+    return report, version
 
 
-def latency_p95_ms(recognizer, utterances: Sequence[Utterance]) -> float:  # noqa: ANN001 - asr.inference.Recognizer
-    """p95 wall time of transcribing one utterance at a time (what a device request costs), in ms."""
+def latency_p95_ms(checkpoints: Sequence[Path], utterances: Sequence[Utterance],
+                   decoder: str = "greedy") -> list[float]:
+    """p95 wall time (ms) of transcribing one utterance at a time — what a device request costs — for each
+    checkpoint, measured interleaved (A, B, A, B, …) so both see the same machine load."""
     from asr.audio import load_audio
+    from asr.inference import Recognizer
 
+    recognizers = [Recognizer.load(str(path), decoder=decoder) for path in checkpoints]
     wavs = [load_audio(u.audio_path) for u in utterances]
     if not wavs:
-        return 0.0
-    recognizer.transcribe(wavs[0])  # warm-up
-    times = []
+        return [0.0 for _ in recognizers]
+    for r in recognizers:
+        r.transcribe(wavs[0])  # warm-up
+    times: list[list[float]] = [[] for _ in recognizers]
     for wav in wavs:
-        t = time.perf_counter()
-        recognizer.transcribe(wav)
-        times.append(1000 * (time.perf_counter() - t))
-    return round(float(np.percentile(times, 95)), 1)
+        for r, out in zip(recognizers, times, strict=True):
+            t = time.perf_counter()
+            r.transcribe(wav)
+            out.append(1000 * (time.perf_counter() - t))
+    return [round(float(np.percentile(t, 95)), 1) for t in times]
 
 
 def checkpoint_mb(path: Path) -> float:
@@ -192,26 +196,39 @@ def gate_training_run(settings: Settings, run_id: str, evalset: EvalSet, *, run_
 
     ``run_key`` names the attempt (the Airflow run id, or ``cli-…``): the same run key records once.
     """
+    from sqlalchemy import select
+
     from asr.registry import CHECKPOINT_FILE, MlflowTracker, alias_version, register, resolve_checkpoint, set_alias
     from collection.db import session_scope
+    from collection.models import ReleaseDecision
     from collection.releases import record_decision
 
     from .pipeline import connect_mlflow
 
     config = config or GateConfig.from_settings(settings)
     connect_mlflow(settings)
+    with session_scope(settings.catalog) as session:  # a retried task: the step was decided already
+        done = session.scalar(select(ReleaseDecision).where(
+            ReleaseDecision.model_name == settings.model_name, ReleaseDecision.run_id == run_id,
+            ReleaseDecision.stage == "gate", ReleaseDecision.run_key == run_key))
+        if done is not None and done.numbers:
+            log.info("gate for run %s (%s) was decided already: %s", run_id, run_key, done.verdict)
+            return GateOutcome(GateDecision.from_dict(done.numbers), done.model_version, done.champion_version,
+                               evalset)
     champion_version = alias_version(settings.model_name, "champion")
     challenger_uri = f"runs:/{run_id}/checkpoint"
     challenger_path, _ = resolve_checkpoint(challenger_uri)
-    challenger, _, challenger_ms = model_report(settings, str(challenger_path), evalset, decoder=decoder)
+    challenger, _ = model_report(settings, str(challenger_path), evalset, decoder=decoder)
     if champion_version is None:
         decision = first_release(scored_from_report(challenger), config)
     else:
         champion_uri = f"models:/{settings.model_name}/{champion_version}"
-        champion, _, champion_ms = model_report(settings, champion_uri, evalset, decoder=decoder)
+        champion, _ = model_report(settings, champion_uri, evalset, decoder=decoder)
         champion_path, _ = resolve_checkpoint(champion_uri)
+        latency = latency_p95_ms([champion_path, challenger_path], evalset.utterances()[:LATENCY_UTTERANCES],
+                                 decoder)
         decision = compare(scored_from_report(champion), scored_from_report(challenger), config,
-                           latency_ms=(champion_ms, challenger_ms),
+                           latency_ms=(latency[0], latency[1]),
                            size_mb=(checkpoint_mb(champion_path), checkpoint_mb(challenger_path)))
     registered = None
     if decision.promote:
@@ -235,5 +252,113 @@ def gate_training_run(settings: Settings, run_id: str, evalset: EvalSet, *, run_
     return GateOutcome(decision, registered, champion_version, evalset)
 
 
+# -- live steps: shadow, canary, promote, rollback ------------------------------------------------------
+def _versions(settings: Settings) -> tuple[str | None, str | None]:
+    from asr.registry import alias_version
+
+    from .pipeline import connect_mlflow
+
+    connect_mlflow(settings)
+    return alias_version(settings.model_name, "champion"), alias_version(settings.model_name, "challenger")
+
+
+def start_step(settings: Settings, stage: str) -> dict[str, Any]:
+    """Put ``@challenger`` on ``shadow`` (a copy of every request) or ``canary`` (``rollout_canary_share`` of
+    requests, shadow off); serving follows on its next poll. Returns the versions and the step's start (the
+    live gate judges traffic from then on). Setting the same state again is harmless.
+
+    Raises:
+        LookupError: no champion or no challenger to release.
+    """
+    from collection.models import utcnow
+    from serving.rollout import set_rollout
+
+    if stage not in ("shadow", "canary"):
+        raise ValueError(f"unknown release step {stage!r}; valid: shadow, canary")
+    champion, challenger = _versions(settings)
+    if champion is None or challenger is None:
+        raise LookupError(f"nothing to release: {settings.model_name} has champion {champion} and "
+                          f"challenger {challenger}")
+    share = settings.rollout_canary_share if stage == "canary" else 0.0
+    set_rollout(settings.model_name, shadow=stage == "shadow", canary_share=share, challenger=challenger)
+    return {"stage": stage, "champion": champion, "challenger": challenger, "since": utcnow().isoformat(),
+            "canary_share": share}
+
+
+def judge_step(settings: Settings, step: dict[str, Any], *, run_key: str, now: datetime | None = None
+               ) -> dict[str, Any]:
+    """The live gate over the step's traffic so far (``serving.rollout.live_gate``): ``wait`` while there is
+    too little traffic or too few reviewed transcripts (``fail`` once ``rollout_max_wait_s`` has passed),
+    else ``pass`` or ``fail``. A decided step is recorded (MLflow is not: live numbers go to the catalog
+    row and the dashboard)."""
+    from collection.db import session_scope
+    from collection.models import utcnow
+    from collection.releases import record_decision
+    from serving.rollout import live_gate
+
+    now = now or utcnow()
+    since = datetime.fromisoformat(step["since"])
+    name = settings.model_name
+    with session_scope(settings.catalog) as session:
+        gate = live_gate(session, f"{name}/{step['champion']}", f"{name}/{step['challenger']}",
+                         stage=step["stage"], since=since, until=now, config=GateConfig.from_settings(settings),
+                         min_utterances=settings.rollout_min_utterances, min_labeled=settings.rollout_min_labeled,
+                         error_margin=settings.rollout_error_margin)
+        verdict, reasons = gate.verdict, list(gate.reasons)
+        if verdict == "wait" and (now - since).total_seconds() > settings.rollout_max_wait_s:
+            verdict = "fail"
+            reasons.append(f"not enough traffic to judge within {settings.rollout_max_wait_s} s")
+        summary = gate.decision.summary if gate.decision is not None and verdict == "pass" else "; ".join(reasons)
+        if verdict != "wait":
+            record_decision(session, model_name=name, run_id=None, model_version=step["challenger"],
+                            champion_version=step["champion"], stage=step["stage"], run_key=run_key,
+                            verdict=verdict, decision=gate.decision, summary=summary)
+    return {**step, "verdict": verdict, "summary": summary, "labeled": gate.labeled}
+
+
+def promote(settings: Settings, step: dict[str, Any], *, run_key: str) -> dict[str, Any]:
+    """``@champion`` → the challenger; ``@challenger`` unset, rollout tags cleared. The previous champion is
+    recorded (``champion_version``) as the rollback target. Serving follows within one poll, without
+    failed requests (a swap replaces one reference; in-flight requests finish on their model)."""
+    from asr.registry import delete_alias, set_alias
+    from collection.db import session_scope
+    from collection.releases import record_decision
+    from serving.rollout import clear_rollout
+
+    champion, challenger = _versions(settings)
+    if challenger is not None and challenger == step["challenger"]:
+        set_alias(settings.model_name, "champion", challenger)
+        delete_alias(settings.model_name, "challenger")
+    clear_rollout(settings.model_name)
+    with session_scope(settings.catalog) as session:
+        record_decision(session, model_name=settings.model_name, run_id=None, model_version=step["challenger"],
+                        champion_version=step["champion"], stage="promote", run_key=run_key, verdict="promoted",
+                        summary=f"@champion {step['champion']} → {step['challenger']}")
+    return {"champion": step["challenger"], "previous": step["champion"]}
+
+
+def rollback(settings: Settings, step: dict[str, Any] | None, *, run_key: str,
+             reason: str = "") -> dict[str, Any]:
+    """Stop the release: rollout tags cleared, ``@challenger`` unset, ``@champion`` back on the version the
+    release started from when it had moved. Idempotent."""
+    from asr.registry import delete_alias, set_alias
+    from collection.db import session_scope
+    from collection.releases import record_decision
+    from serving.rollout import clear_rollout
+
+    champion, challenger = _versions(settings)
+    clear_rollout(settings.model_name)
+    if step is not None and champion != step["champion"]:
+        set_alias(settings.model_name, "champion", step["champion"])
+    if step is None or challenger == step["challenger"]:
+        delete_alias(settings.model_name, "challenger")
+    with session_scope(settings.catalog) as session:
+        record_decision(session, model_name=settings.model_name, run_id=None,
+                        model_version=step["challenger"] if step else challenger,
+                        champion_version=step["champion"] if step else champion, stage="rollback",
+                        run_key=run_key, verdict="rolled_back", summary=reason or "rolled back")
+    return {"champion": step["champion"] if step else champion, "reason": reason}
+
+
 __all__ = ["EvalSet", "GateOutcome", "checkpoint_mb", "eval_set", "freeze_gold", "gate_training_run",
-           "latency_p95_ms", "model_report"]
+           "judge_step", "latency_p95_ms", "model_report", "promote", "rollback", "start_step"]

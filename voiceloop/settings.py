@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     gate_min_slice_n: int = 20  # slices with fewer evaluation utterances are shown, not judged
     gate_latency_budget: float = 1.25  # challenger p95 latency at most this × the champion's
     gate_size_budget: float = 1.5  # challenger checkpoint at most this × the champion's
+    # -- release on live traffic (serving/rollout.py, the deploy DAG; docs/serving.md "Rollout") --
+    rollout_canary_share: float = 0.2  # share of requests the challenger answers during the canary step
+    rollout_min_utterances: int = 200  # requests each model must decode in a step before it is judged
+    rollout_min_labeled: int = 50  # of them with reviewed transcripts (on the smaller side)
+    rollout_error_margin: float = 0.005  # the challenger's error share may exceed the champion's by this
+    rollout_max_wait_s: int = 2 * 86400  # a step without enough traffic by then fails (and rolls back)
+    rollout_poke_s: int = 300  # how often the deploy DAG looks at the traffic of a step
 
     @property
     def tracking_uri(self) -> str:

@@ -1,4 +1,4 @@
-"""`voiceloop stack …`: the embedded dev stack (Kafka-compatible broker, MLflow server)."""
+"""`voiceloop stack …`: the embedded dev stack (Kafka-compatible broker, MLflow server, Airflow)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import typer
 
 from . import DataOpt, settings_for
 
-app = typer.Typer(help="The embedded dev stack: Kafka broker (tansu) and MLflow server.", no_args_is_help=True)
+app = typer.Typer(help="The embedded dev stack: Kafka broker (tansu), MLflow server and (--airflow) Airflow.",
+                  no_args_is_help=True)
 
 
 def _show(statuses) -> None:  # noqa: ANN001 - dict[str, ServiceStatus]
@@ -24,18 +25,24 @@ def up(
     kafka_port: Annotated[int, typer.Option(help="port of the Kafka-compatible broker (tansu)")] = 9092,
     mlflow_port: Annotated[int, typer.Option(help="port of the MLflow server (UI + tracking API)")] = 5000,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="start the broker only")] = False,
-    # issue 6: an --airflow flag adds "airflow" to `services` (infra.stack.SERVICES gets its spec).
+    with_airflow: Annotated[bool, typer.Option(
+        "--airflow", help="also start Airflow 3 (`airflow standalone`; home in <data dir>/airflow, DAGs from dags/)",
+    )] = False,
+    airflow_port: Annotated[int, typer.Option(help="port of the Airflow UI and REST API")] = 8080,
     data_dir: DataOpt = None,
 ) -> None:
-    """Start the broker (and the MLflow server) in the background; harmless when already up."""
+    """Start the broker (and the MLflow server, and Airflow) in the background; harmless when already up."""
     from infra.stack import StackError
     from infra.stack import up as stack_up
     from serving.worker.client import ensure_topics
 
     settings = settings_for(data_dir)
     services = ("kafka",) if no_mlflow else ("kafka", "mlflow")
+    if with_airflow:
+        services += ("airflow",)
+    ports = {"kafka": kafka_port, "mlflow": mlflow_port, "airflow": airflow_port}
     try:
-        statuses = stack_up(settings, {"kafka": kafka_port, "mlflow": mlflow_port}, services)
+        statuses = stack_up(settings, ports, services)
     except StackError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
@@ -47,6 +54,10 @@ def up(
         typer.echo(f"note: set VOICELOOP_KAFKA_BOOTSTRAP={kafka.url} for `voiceloop worker` and the simulator")
     if not no_mlflow:
         typer.echo(f"MLflow UI: {statuses['mlflow'].state.url}   (stores: {settings.tracking_uri})")
+    if with_airflow:
+        from infra.airflow import login_help
+
+        typer.echo(login_help(settings, statuses["airflow"].state.url))
 
 
 @app.command()
