@@ -7,6 +7,7 @@ Each returns ``(title, svg)`` pairs; the SVG escapes every label itself.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from monitoring.dashboard import Drift, Overview
 from monitoring.plots import Bar, Marker, Point, Series, bars_svg, stacked_bars_svg, time_series_svg
@@ -93,3 +94,18 @@ def _num(v: float | None, percent: bool) -> str:
     if v is None:
         return "-"
     return f"{100 * v:.1f}%" if percent else f"{v:.3g}"
+
+
+def release_chart(row: Any) -> str | None:  # noqa: ANN401 - dashboard.ReleaseRow
+    """A judged release step: CER per slice, champion vs challenger, with the change's interval in the label."""
+    if not row.slices and not row.overall:
+        return None
+    deltas = ([row.overall] if row.overall else []) + row.slices
+    bars = []
+    for d in deltas:
+        name = "overall" if d["key"] == "all" else f"{d['key']}={d['value']}"
+        mark = " ✗" if d.get("regressed") else ("" if d.get("judged", True) else " (few)")
+        bars.append(Bar(f"{name}{mark}", [(f"champion {row.champion_version or ''}".strip(), d["champion"], None, None),
+                                          (f"challenger {row.model_version or ''}".strip(), d["challenger"], None,
+                                           None)]))
+    return bars_svg(bars, percent=True, title=f"CER per slice at the {row.stage} step ({row.verdict})")

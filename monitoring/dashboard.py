@@ -381,6 +381,36 @@ def data_status(session: Session, plan: DataPlan) -> DataStatus:
                       [AxisRow(a, v, *row) for (a, v), row in by_axis.items()])
 
 
+# -- releases --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReleaseRow:
+    """One step of a release (collection.models.ReleaseDecision): offline gate, shadow, canary, promotion
+    or rollback; ``slices``: the gate's per-slice CER, champion vs challenger, when the step was judged."""
+
+    at: datetime
+    stage: str
+    verdict: str
+    model_version: str | None
+    champion_version: str | None
+    summary: str
+    reasons: list[str]
+    run_key: str
+    overall: dict[str, Any] | None
+    slices: list[dict[str, Any]]
+
+
+def releases(session: Session, model_name: str, *, limit: int = 50) -> list[ReleaseRow]:
+    """The newest release steps of ``model_name``, newest first."""
+    from collection.releases import release_history
+
+    if not 1 <= limit <= MAX_ALERTS:
+        raise MonitoringError("invalid", f"limit must be 1-{MAX_ALERTS}, got {limit}")
+    return [ReleaseRow(aware(r.created_at), r.stage, r.verdict, r.model_version, r.champion_version, r.summary,
+                       list(r.reasons or []), r.run_key, (r.numbers or {}).get("overall"),
+                       list((r.numbers or {}).get("slices") or []))
+            for r in release_history(session, model_name, limit=limit)]
+
+
 # -- JSON ------------------------------------------------------------------------------------------
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")

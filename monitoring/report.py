@@ -43,9 +43,13 @@ def _drifts(session: Session, rng: TimeRange) -> list[tuple[Drift, list[tuple[st
 
 
 def build_report(session: Session, rng: TimeRange, *, plan: DataPlan | None = None,
-                 now: datetime | None = None) -> str:
-    """The report as an HTML string (stores missing traffic rollups like :func:`dashboard.overview`)."""
+                 now: datetime | None = None, model_name: str | None = None) -> str:
+    """The report as an HTML string (stores missing traffic rollups like :func:`dashboard.overview`).
+    ``model_name``: also the release steps of that model in the range, with the last judged one's chart."""
     now = now or utcnow()
+    releases = [r for r in dashboard.releases(session, model_name) if rng.since <= r.at < rng.until] \
+        if model_name else []
+    judged = [r for r in releases if r.slices or r.overall]
     ov = dashboard.overview(session, rng, now=now)
     complaints = voc_queries.list_feedback(session, voc_queries.FeedbackFilter(since=rng.since, until=rng.until),
                                             limit=TOP_COMPLAINTS, facets=True)
@@ -55,12 +59,14 @@ def build_report(session: Session, rng: TimeRange, *, plan: DataPlan | None = No
     return _environment().get_template("ops_report.html").render(
         rng=rng, now=now, ov=ov, overview_charts=charts.overview_charts(ov), drifts=_drifts(session, rng),
         percent_metrics=charts.PERCENT_METRICS, box=complaints, data=data,
-        data_charts=charts.data_charts(data.by_axis) if data else [], css=css)
+        data_charts=charts.data_charts(data.by_axis) if data else [], css=css, releases=releases,
+        release_charts=[(r, charts.release_chart(r)) for r in judged[:3]])
 
 
-def write_report(session: Session, rng: TimeRange, out: str | Path, *, plan: DataPlan | None = None) -> Path:
+def write_report(session: Session, rng: TimeRange, out: str | Path, *, plan: DataPlan | None = None,
+                 model_name: str | None = None) -> Path:
     """Write :func:`build_report` to ``out`` (parents created); returns the path. The caller commits."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_report(session, rng, plan=plan), encoding="utf-8")
+    path.write_text(build_report(session, rng, plan=plan, model_name=model_name), encoding="utf-8")
     return path

@@ -194,3 +194,35 @@ def test_ops_role_from_the_cli_and_a_self_contained_report(tmp_path, monkeypatch
 
     bad = runner.invoke(cli, ["report", "--since", "1d", "--until", "3d", *data])
     assert bad.exit_code == 2 and "must be before until" in bad.output
+
+
+def test_releases_page_shows_each_step_with_its_numbers(ops):
+    from asr.gate import Scored, compare
+    from collection.releases import record_decision
+
+    client, app, _ = ops
+    name = app.state.settings.model_name
+    champion = [Scored(f"u{i}", {"dialect": "jeolla" if i % 2 else "standard"}, 3.0, 10.0) for i in range(40)]
+    challenger = [Scored(s.id, s.slices, 1.0, 10.0) for s in champion]
+    decision = compare(champion, challenger)
+    with session_of(app) as session:
+        record_decision(session, model_name=name, run_id="run-2", model_version="2", champion_version="1",
+                        stage="gate", verdict="pass", run_key="retrain/2026-11-30", decision=decision)
+        record_decision(session, model_name=name, run_id=None, model_version="2", champion_version="1",
+                        stage="promote", verdict="promoted", run_key="deploy/2026-11-30",
+                        summary="<b>@champion</b> 1 → 2")
+        session.commit()
+    page = client.get("/ops/releases", headers=HTML).text
+    assert 'id="release-chart"' in page and "CER per slice at the gate step (pass)" in page
+    assert "dialect=jeolla" in page and "30.00% → 10.00%" in page
+    assert "&lt;b&gt;@champion&lt;/b&gt;" in page  # text is data, escaped
+    rows = client.get("/ops/api/releases").json()
+    assert [(r["stage"], r["verdict"]) for r in rows] == [("promote", "promoted"), ("gate", "pass")]
+    assert rows[1]["overall"]["challenger"] == 0.1 and {s["value"] for s in rows[1]["slices"]} == {"jeolla",
+                                                                                                  "standard"}
+    from monitoring.report import build_report
+    from monitoring.timerange import TimeRange
+
+    with session_of(app) as session:  # the HTML report shows the same steps and chart
+        report = build_report(session, TimeRange.parse("1d"), model_name=name)
+    assert 'id="releases"' in report and "CER per slice at the gate step (pass)" in report

@@ -69,9 +69,11 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/ops/drift"): by_role(303, 403, 403, 200, 200),
     ("GET", "/ops/voc"): by_role(303, 403, 403, 200, 200),
     ("GET", "/ops/data"): by_role(303, 403, 403, 200, 200),
+    ("GET", "/ops/releases"): by_role(303, 403, 403, 200, 200),
     ("GET", "/ops/api/overview"): by_role(401, 403, 403, 200, 200),
     ("GET", "/ops/api/drift"): by_role(401, 403, 403, 200, 200),
     ("GET", "/ops/api/data"): by_role(401, 403, 403, 200, 200),
+    ("GET", "/ops/api/releases"): by_role(401, 403, 403, 200, 200),
     ("PATCH", "/v1/admin/devices/{device_id}/profile"): by_role(401, 403, 403, 404, 403),  # no such device
     # The ops VOC API (JSON): ops and admin only; 422 = allowed in, then an empty body; 404 = no such complaint.
     ("POST", "/ops/api/voc"): by_role(401, 403, 403, 422, 422),
@@ -89,7 +91,7 @@ API = {"/openapi.json", "/api/token", "/api/me", "/api/label/next", "/audio/{rec
        "/v1/admin/devices/{device_id}/revoke", "/ops/api/overview", "/ops/api/drift", "/ops/api/data"}
 API |= {"/v1/admin/devices/{device_id}/profile", "/ops/api/voc", "/ops/api/voc/rate", "/ops/api/voc/{feedback_id}",
         "/ops/api/voc/{feedback_id}/triage", "/ops/api/voc/{feedback_id}/label", "/ops/api/voc/{feedback_id}/status",
-        "/ops/api/voc/{feedback_id}/audio/{request_id}"}
+        "/ops/api/voc/{feedback_id}/audio/{request_id}", "/ops/api/releases"}
 JSON_BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/v1/feedback"): {"request_id": "req-none", "category": "other"},
     ("POST", "/v1/admin/devices/{device_id}/rotate"): {"overlap_s": 0},

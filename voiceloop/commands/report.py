@@ -38,5 +38,5 @@ def report(
         raise typer.Exit(2) from e
     path = out or settings.data_dir / "reports" / f"report_{rng.until:%Y%m%dT%H%M}.html"
     with session_scope(settings.catalog) as session:
-        written = write_report(session, rng, path, plan=data_plan)
+        written = write_report(session, rng, path, plan=data_plan, model_name=settings.model_name)
     console.print(f"report {rng.since:%Y-%m-%d %H:%M} – {rng.until:%Y-%m-%d %H:%M} UTC → {written}", soft_wrap=True)

@@ -1,4 +1,4 @@
-"""The ops dashboard: Overview, Drift, VOC inbox and Data pages, and the JSON behind them.
+"""The ops dashboard: Overview, Drift, VOC inbox, Data and Releases pages, and the JSON behind them.
 
 Ops users and admins only (``OpsUser``). Each route parses the query and calls :mod:`monitoring.dashboard`
 / :mod:`monitoring.voc_queries`; the charts come from :mod:`monitoring.charts`. The inbox's actions (send to
@@ -122,6 +122,14 @@ def data_page(request: Request, user: OpsUser, session: SessionDep, settings: Se
                   plans=_plans(settings, current))
 
 
+@router.get("/releases")
+def releases_page(request: Request, user: OpsUser, session: SessionDep, settings: SettingsDep):
+    rows = dashboard.releases(session, settings.model_name)
+    judged = next((r for r in rows if r.slices or r.overall), None)  # the newest step with per-slice numbers
+    return render(request, "ops_releases.html", rows=rows, model_name=settings.model_name, judged=judged,
+                  chart=charts.release_chart(judged) if judged else None)
+
+
 # -- JSON ------------------------------------------------------------------------------------------
 @router.get("/api/overview")
 def overview_json(user: OpsUser, session: SessionDep, since: Since = None, until: Until = None) -> JSONResponse:
@@ -145,3 +153,10 @@ def data_json(user: OpsUser, session: SessionDep, settings: SettingsDep, current
               plan: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
     """The data plan's cells: target, collected, labeled; sums per axis."""
     return JSONResponse(dashboard.jsonable(dashboard.data_status(session, _plan(plan, settings, current))))
+
+
+@router.get("/api/releases")
+def releases_json(user: OpsUser, session: SessionDep, settings: SettingsDep,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+    """The newest release steps (offline gate, shadow, canary, promote, rollback) with their numbers."""
+    return JSONResponse(dashboard.jsonable(dashboard.releases(session, settings.model_name, limit=limit)))
