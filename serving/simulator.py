@@ -45,6 +45,8 @@ import numpy as np
 import soundfile as sf
 from rich.table import Table
 
+from collection.store import stable_fraction
+
 log = logging.getLogger(__name__)
 
 CHANNEL_NAMES = ("http", "ws", "kafka")
@@ -206,6 +208,8 @@ class SimulationConfig:
     kafka_topic_prefix: str = ""
     timeout_s: float = 30.0
     seed: int = 0
+    # share of wrong answers (the command is not what was said) the owner complains about: POST /v1/feedback
+    complain_share: float = 0.0
 
     def __post_init__(self) -> None:
         bad = [c for c in self.via if c not in CHANNEL_NAMES]
@@ -213,6 +217,8 @@ class SimulationConfig:
             raise ValueError(f"unknown channel(s) {bad or 'none'}; valid: {', '.join(CHANNEL_NAMES)}")
         if self.rate is not None and self.rate <= 0:
             raise ValueError(f"rate must be > 0 utterances/s, got {self.rate}")
+        if not 0.0 <= self.complain_share <= 1.0:
+            raise ValueError(f"complain_share must be within [0, 1], got {self.complain_share}")
 
 
 class SimulationError(RuntimeError):
@@ -231,6 +237,7 @@ class Outcome:
     answer: dict[str, Any] | None = None
     latency_ms: float | None = None
     error: str | None = None
+    complaint: str | None = None  # the feedback id when the owner complained about a wrong answer
 
     @property
     def ok(self) -> bool:
@@ -473,6 +480,7 @@ class ChannelSummary:
     commands_right: int
     wer: float | None
     cer: float | None
+    complaints: int = 0
 
 
 def _percentile(xs: Sequence[float], q: float) -> float | None:
@@ -495,7 +503,8 @@ def summarize_channel(channel: str, outcomes: Sequence[Outcome], language: str =
         channel, len(outcomes), len(done), len(outcomes) - len(done), _percentile(latencies, 50),
         _percentile(latencies, 95), max(latencies) if latencies else None,
         sum(1 for o in done if o.answer.get("command")),
-        sum(1 for o in done if command_matches(o.answer.get("command"), o.expected_command)), wer, cer)
+        sum(1 for o in done if command_matches(o.answer.get("command"), o.expected_command)), wer, cer,
+        sum(1 for o in done if o.complaint))
 
 
 @dataclass
@@ -517,11 +526,11 @@ class SimulationSummary:
             return "–" if x is None else f"{100 * x:.1f} %"
 
         t = Table("channel", "sent", "answered", "errors", "p50 ms", "p95 ms", "max ms", "cmd parsed",
-                  "cmd right", "WER", "CER", title=title)
+                  "cmd right", "WER", "CER", "complaints", title=title)
         for c in self.channels.values():
             t.add_row(c.channel, str(c.sent), str(c.answered), f"[red]{c.errors}[/]" if c.errors else "0",
                       ms(c.p50_ms), ms(c.p95_ms), ms(c.max_ms), str(c.commands_parsed), str(c.commands_right),
-                      pct(c.wer), pct(c.cer))
+                      pct(c.wer), pct(c.cer), str(c.complaints))
         return t
 
     def first_errors(self, n: int = 5) -> list[str]:
@@ -558,6 +567,7 @@ async def _simulate(config: SimulationConfig, devices: Sequence[SimDevice], comm
         device, name = devices[i % len(devices)], channel_of(i, len(devices), config.via)
         jobs.append((channels[name], device, cmd, f"{device.device_id}-{run}-{i + 1:05d}"))
     outcomes: list[Outcome] = []
+    feedback = HttpChannel(config) if config.complain_share else None  # complaints go over HTTP from any channel
     try:
         for channel in channels.values():
             await channel.start()
@@ -574,6 +584,9 @@ async def _simulate(config: SimulationConfig, devices: Sequence[SimDevice], comm
                 o.latency_ms = latency * 1000
             except Exception as e:  # an error is a result here: counted and shown, never raised
                 o.error = f"{type(e).__name__}: {e}"[:300]
+            if o.ok and config.complain_share and not command_matches(o.answer.get("command"), cmd.command) \
+                    and stable_fraction("complain", request_id) < config.complain_share:
+                o.complaint = await complain(feedback, device, request_id)
             outcomes.append(o)
             on_done(o)
 
@@ -590,7 +603,23 @@ async def _simulate(config: SimulationConfig, devices: Sequence[SimDevice], comm
     finally:
         for channel in channels.values():
             await channel.close()
+        if feedback is not None:
+            await feedback.close()
     return outcomes
+
+
+async def complain(channel: HttpChannel | None, device: SimDevice, request_id: str) -> str | None:
+    """The owner says "that's not what I said": POST /v1/feedback. The feedback id, or None when refused
+    (the device's feedback rate limit, say): complaints are best effort, like people."""
+    if channel is None:
+        return None
+    r = await channel.client.post("/v1/feedback", json={"request_id": request_id, "category": "misrecognized",
+                                                         "text": "그게 아니라니까요"},
+                                  headers={"authorization": f"Bearer {device.key}"})
+    if r.status_code not in (200, 201):
+        log.info("complaint about %s refused: HTTP %d %s", request_id, r.status_code, r.text[:120])
+        return None
+    return r.json().get("feedback_id")
 
 
 def run_simulation(config: SimulationConfig, devices: Sequence[SimDevice], commands: Sequence[SpokenCommand], *,

@@ -85,3 +85,20 @@ def test_kafka_answers_every_utterance(tmp_path, catalog_url, kafka_bootstrap, t
     with connect(catalog_url)() as session:
         rows = {r.request_id: (r.device_id, r.channel) for r in session.scalars(select(ProductionUtterance))}
     assert rows == {o.request_id: (o.device_id, "kafka") for o in summary.outcomes}
+
+
+def test_owners_complain_about_wrong_answers(server, tmp_path, catalog_url, tiny_studio):
+    from collection.models import Feedback
+
+    commands = studio_commands("tiny", tmp_path, 4, extra_dirs=[tiny_studio])
+    devices = register_sim_devices(catalog_url, 2, consent_share=1.0)
+    config = SimulationConfig(url=server, via=("http", "ws"), timeout_s=20, complain_share=1.0)
+    summary = run_simulation(config, devices, commands)
+    # a tiny untrained model gets every command wrong: every owner complains (within the feedback limit)
+    complained = {o.request_id: o.complaint for o in summary.outcomes if o.complaint}
+    assert len(complained) == 4 and sum(c.complaints for c in summary.channels.values()) == 4
+    with connect(catalog_url)() as session:
+        stored = {f.request_id: f.id for f in session.scalars(select(Feedback))}
+    assert stored == complained
+    with pytest.raises(ValueError, match="complain_share"):
+        SimulationConfig(complain_share=2.0)
