@@ -213,8 +213,8 @@ def curate_feedback(settings: Settings, plan: str, day: datetime | None, *, look
     - open complaints (new/triaged) with audio people may hear → label tasks (reason ``voc``, first);
     - production audio kept under consent with confidence below the threshold → ``low_confidence`` tasks;
     - production audio of slices with open alerts (WER, VOC, confidence) → ``drift`` tasks;
-    - those weak slices → ``<data dir>/plans/recollect-<day>.yaml``: the main plan's cells of each weak
-      slice, ``per_cell`` utterances more, which ``collect_and_label`` fills next.
+    - those weak slices → ``<data dir>/plans/recollect-<day>.yaml``: the main plan's cells re-targeted at
+      each weak slice, ``per_cell`` utterances each, which ``collect_and_label`` fills next.
 
     Only audio whose consent allows human review is queued (``create_tasks`` checks). Idempotent for ``day``.
     """
@@ -263,21 +263,24 @@ def curate_feedback(settings: Settings, plan: str, day: datetime | None, *, look
 
 def write_recollection_plan(settings: Settings, plan: Any, slices: list[tuple[str, str]], day: datetime,  # noqa: ANN401
                             per_cell: int) -> Path | None:
-    """``recollect-<YYYYMMDD>``: the plan's cells of each weak slice, ``per_cell`` new utterances each,
-    counted under its own name (quota_scope plan). None when no cell of the plan matches."""
+    """``recollect-<YYYYMMDD>``: for each weak slice, the plan's cells re-targeted at it (a Gyeongsang alert
+    turns each cell into its Gyeongsang twin; a 70s+ alert each into its 70s+ twin), ``per_cell`` utterances
+    each, counted under the plan's own name (quota_scope plan) — so a plan that never asked for the slice
+    still gets it collected. None when there is nothing to collect."""
     from dataclasses import replace
 
     from collection.dataplan import write_dataplan
 
-    def weak(cell: Any) -> bool:  # noqa: ANN401 - collection.dataplan.Cell
-        return any(getattr(cell, PLAN_AXIS[key]) == value for key, value in slices)
-
-    cells = tuple(replace(c, target=per_cell) for c in plan.cells if weak(c))
-    if not cells:
-        log.info("no cell of plan %s matches the weak slices %s", plan.name, slices)
+    cells: dict[tuple, Any] = {}
+    for key, value in slices:
+        for cell in plan.cells:
+            twin = replace(cell, **{PLAN_AXIS[key]: value}, target=per_cell)
+            cells.setdefault(twin.axes, twin)
+    if not cells or per_cell <= 0:
         return None
     name = f"{RECOLLECT_PREFIX}{day:%Y%m%d}"
-    recollect = replace(plan, name=name, parent=plan.name, quota_scope="plan", cells=cells,
+    recollect = replace(plan, name=name, parent=plan.name, quota_scope="plan",
+                        cells=tuple(cells[k] for k in sorted(cells)),
                         description=f"Re-collection for {', '.join(f'{k}={v}' for k, v in slices)} "
                                     f"(curate_feedback, {day:%Y-%m-%d}).")
     return write_dataplan(recollect, plans_dir(settings) / f"{name}.yaml")
@@ -292,7 +295,9 @@ def monitor_drift(settings: Settings, window_end: datetime | None, *, window_s: 
     from monitoring.job import DriftJob
 
     window_s = window_s or settings.drift_window_s
-    end = align(window_end or utcnow(), window_s)  # a manually triggered run has no data interval
+    # a scheduled run: the window that just ended; a manual one (no data interval): the window so far,
+    # recomputed (upserted) once it is complete
+    end = align(window_end, window_s) if window_end else align(utcnow(), window_s) + timedelta(seconds=window_s)
     result, summary = DriftJob.from_settings(settings).run(end, window_s)
     triggering = [a for a in summary.opened if a.kind in RETRAIN_ALERT_KINDS]
     return {"window_end": end.isoformat(), "utterances": result.utterances, "labeled": result.labeled,
