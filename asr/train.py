@@ -62,6 +62,10 @@ class TrainConfig:
     checkpoint_every_minutes: float = 5.0
     lm_order: int = 6  # token n-gram LM of the training transcripts stored with the model; 0 = none
     seed: int = 0
+    # fine-tuning: start from this checkpoint's weights and tokenizer (the champion's, say) instead of a
+    # random init; the optimizer and learning-rate schedule start fresh (use a low ``lr``: a high one
+    # wrecks what the model knew). A run already in progress resumes from its own checkpoint instead.
+    init_from: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -184,6 +188,14 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, train_seconds, epoch, history = 0, 0.0, 0, []
     state_path, last_path = out_dir / "train_state.pt", out_dir / "last.pt"
+    if cfg.init_from and not (resume and state_path.exists()):
+        start = load_checkpoint(cfg.init_from)
+        if start.model.name != model.name or dataclasses.asdict(start.model.cfg) != dataclasses.asdict(model.cfg):
+            raise ValueError(f"init_from {cfg.init_from}: a {start.model.name} {dataclasses.asdict(start.model.cfg)}, "
+                             f"not the configured {model.name} {dataclasses.asdict(model.cfg)}")
+        model.load_state_dict(start.model.state_dict())
+        tokenizer = start.tokenizer
+        log.info("fine-tuning from %s", cfg.init_from)
     if resume and state_path.exists():
         loaded = load_checkpoint(last_path)
         model.load_state_dict(loaded.model.state_dict())

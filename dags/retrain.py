@@ -25,7 +25,9 @@ def retrain():
         s = settings()
         params = params or {}
         return loop.train_candidate(s, params.get("dataset"), config=s.loop_train_config,
-                                    minutes=params.get("minutes") or s.loop_train_minutes)
+                                    finetune_config=s.loop_finetune_config,
+                                    minutes=params.get("minutes") or s.loop_train_minutes,
+                                    run_key=run_key(get_current_context()))
 
     @task(outlets=[CHALLENGER])
     def gate(trained: dict) -> dict:

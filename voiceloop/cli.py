@@ -50,6 +50,7 @@ def train_cmd(
     steps: Annotated[int | None, typer.Option(help="step budget (overrides the config)")] = None,
     backend: Annotated[str | None, typer.Option(help="conformer_ctc or wav2vec2_ctc (overrides the config)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from out/last.pt")] = False,
+    init_from: Annotated[Path | None, typer.Option(help="fine-tune: start from this checkpoint's weights")] = None,
     data_dir: DataOpt = None,
 ) -> None:
     """Train an acoustic model (CPU, CUDA, or several GPUs under torchrun) and log it to MLflow."""
@@ -58,7 +59,8 @@ def train_cmd(
     from .pipeline import train_model
 
     settings = settings_for(data_dir)
-    cfg = load_train_config(config, max_minutes=minutes, max_steps=steps, backend=backend)
+    cfg = load_train_config(config, max_minutes=minutes, max_steps=steps, backend=backend,
+                            init_from=str(init_from) if init_from else None)
     out = out or settings.data_dir / "runs" / Path(config).stem
     trained = train_model(settings, data or settings.data_dir / "studio", cfg, out, resume=resume)
     console.print(f"checkpoint: {trained.result.checkpoint}\nMLflow run: {trained.run_id}")

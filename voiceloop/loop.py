@@ -148,18 +148,46 @@ def cuda_devices() -> int:
 
 
 def train_candidate(settings: Settings, dataset: str | None, *, config: str = "baseline",
-                    minutes: float | None = None, steps: int | None = None) -> dict[str, Any]:
-    """Train on a dataset version's train/dev splits. On a worker with CUDA the training runs under
-    ``torchrun`` (one process per GPU; the trainer is DDP-ready), otherwise in this process on the CPU.
-    The output directory is named after the dataset version and config, and a finished run with the same
-    data and config is reused (``resume``), so a retried task does not train twice."""
+                    finetune_config: str | None = None, minutes: float | None = None,
+                    steps: int | None = None, run_key: str | None = None) -> dict[str, Any]:
+    """Train on a dataset version's train/dev splits. With a champion and ``finetune_config``, fine-tune
+    the champion (its weights, a low learning rate: the config's) on the whole version — the new data
+    together with what the champion learned from, so standard speech is not forgotten; otherwise train
+    ``config`` from scratch (the first model).
+
+    On a worker with CUDA the training runs under ``torchrun`` (one process per GPU; the trainer is
+    DDP-ready), otherwise in this process on the CPU. The output directory is named after the dataset
+    version, the config and the champion it starts from, and a finished run with the same data and config
+    is reused (``resume``), so a retried task does not train twice; with ``run_key`` (the DAG run) a re-run
+    of the same run returns what it trained the first time, even though the champion may have changed
+    since (the first model of a registry becomes the champion in the same run)."""
+    import hashlib
+    import json
+
+    from asr.registry import alias_version, resolve_checkpoint
     from asr.train import load_train_config
 
-    from .pipeline import FINISHED, train_model
+    from .pipeline import FINISHED, connect_mlflow, train_model
 
+    marker = (settings.data_dir / "runs" / ".by-run-key" / f"{hashlib.sha256(run_key.encode()).hexdigest()[:24]}.json"
+              if run_key else None)
+    if marker is not None and marker.exists():
+        done = json.loads(marker.read_text())
+        if (Path(done["out"]) / FINISHED).exists():
+            log.info("%s trained %s already (MLflow run %s)", run_key, done["out"], done["run_id"])
+            return done
     version, root = dataset_root(settings, dataset)
-    cfg = load_train_config(config, max_minutes=minutes, max_steps=steps)
-    out = settings.data_dir / "runs" / f"{version}-{Path(config).stem}"
+    connect_mlflow(settings)
+    champion = alias_version(settings.model_name, "champion") if finetune_config else None
+    overrides: dict[str, Any] = {"max_minutes": minutes, "max_steps": steps}
+    name = f"{version}-{Path(config).stem}"
+    if champion is not None:
+        start, _ = resolve_checkpoint(f"models:/{settings.model_name}/{champion}",
+                                      settings.data_dir / "registry" / champion)
+        config, overrides["init_from"] = finetune_config, str(start)
+        name = f"{version}-{Path(config).stem}-from-{champion}"
+    cfg = load_train_config(config, **overrides)
+    out = settings.data_dir / "runs" / name
     gpus = cuda_devices()
     if gpus:
         command = [shutil.which("torchrun") or "torchrun", f"--nproc_per_node={gpus}", "-m", "voiceloop.cli",
@@ -167,16 +195,22 @@ def train_candidate(settings: Settings, dataset: str | None, *, config: str = "b
                    "--data-dir", str(settings.data_dir)]
         command += [f"--minutes={minutes}"] if minutes is not None else []
         command += [f"--steps={steps}"] if steps is not None else []
+        command += [f"--init-from={overrides['init_from']}"] if champion is not None else []
         log.info("training on %d GPU(s): %s", gpus, " ".join(command))
         subprocess.run(command, check=True, env={**os.environ})
-        import json
-
         run_id = json.loads((out / FINISHED).read_text())["run_id"]
         device = f"cuda x{gpus}"
     else:
         trained = train_model(settings, root, cfg, out, resume=True, run_name=f"retrain-{version}")
         run_id, device = trained.run_id, "cpu"
-    return {"run_id": run_id, "dataset": version, "dataset_root": str(root), "out": str(out), "device": device}
+    result = {"run_id": run_id, "dataset": version, "dataset_root": str(root), "out": str(out), "device": device,
+              "finetuned_from": champion, "run_key": run_key}
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        tmp.replace(marker)  # written whole or not at all
+    return result
 
 
 # -- gate_candidate ----------------------------------------------------------------------------------

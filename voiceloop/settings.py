@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     # -- the loop (voiceloop/loop.py, dags/; docs/loop.md) --
     data_plan: str = "demo"  # the plan collect_and_label fills (a name in collection/dataplans or <data>/plans)
     loop_min_new_labels: int = 50  # reviewed recordings not yet in a dataset version before a new one is frozen
-    loop_train_config: str = "baseline"  # asr/configs/<name>.yaml (or a path) for retraining
+    loop_train_config: str = "baseline"  # asr/configs/<name>.yaml (or a path): the first model, from scratch
+    loop_finetune_config: str | None = "finetune"  # with a champion: fine-tune it (None: always from scratch)
     loop_train_minutes: float | None = None  # training budget per retrain (None: the config's)
     loop_recollect_per_cell: int = 4  # utterances a re-collection plan asks for per cell of a weak slice
     gate_min_gain: float = 0.0  # overall CER must fall by more than this (0.005 = half a point)

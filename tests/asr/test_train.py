@@ -37,6 +37,13 @@ def test_tiny_model_overfits_a_handful_of_utterances(tiny_studio, tmp_path):
     report = evaluate(Recognizer.load(str(result.checkpoint)), utts)
     assert report.overall.cer < 0.1
 
+    # fine-tuning starts from those weights: a few low-rate steps keep what the model knew
+    tuned = train(tiny_cfg(max_steps=5, lr=1e-4, init_from=str(result.checkpoint)), utts, utts, tmp_path / "ft")
+    assert evaluate(Recognizer.load(str(tuned.checkpoint)), utts).overall.cer < 0.1
+    with pytest.raises(ValueError, match="not the configured"):
+        train(tiny_cfg(model={**TINY_CONFORMER, "n_layers": 3}, init_from=str(result.checkpoint)), utts, utts,
+              tmp_path / "other")
+
 
 def test_resume_continues_the_same_run(tiny_studio, tmp_path):
     utts, dev = load_split(tiny_studio / "train"), load_split(tiny_studio / "dev")

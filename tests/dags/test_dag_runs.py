@@ -165,6 +165,7 @@ def test_retrain_trains_on_the_newest_version_and_the_first_model_becomes_champi
     config = tmp_path / "tiny-training.yaml"
     config.write_text(TINY_TRAINING)
     monkeypatch.setenv("VOICELOOP_LOOP_TRAIN_CONFIG", str(config))
+    monkeypatch.setenv("VOICELOOP_LOOP_FINETUNE_CONFIG", str(config))
     collect_for_plan(loop_env, "tiny", progress=False)
     queue_for_labeling(loop_env)
     simulated_labeling(loop_env)
@@ -176,14 +177,25 @@ def test_retrain_trains_on_the_newest_version_and_the_first_model_becomes_champi
     assert states == {"train": "success", "gate": "skipped"}
     champion = alias_version(loop_env.model_name, "champion")
     assert champion is not None and alias_version(loop_env.model_name, "challenger") is None
-    runs = sorted((loop_env.data_dir / "runs").iterdir())
+    runs = sorted(p for p in (loop_env.data_dir / "runs").iterdir() if not p.name.startswith("."))
     assert len(runs) == 1 and (runs[0] / "model.pt").is_file()
     # the same logical date again: the finished training is reused and the decision stands
     assert run(dagbag, "retrain") == states
-    assert sorted((loop_env.data_dir / "runs").iterdir()) == runs
+    assert sorted(p for p in (loop_env.data_dir / "runs").iterdir() if not p.name.startswith(".")) == runs
     assert alias_version(loop_env.model_name, "champion") == champion
     with session_scope(loop_env.catalog) as session:
         assert [(r.stage, r.verdict) for r in release_history(session, loop_env.model_name)] == [("gate", "pass")]
+    # a later run: the champion exists, so it is fine-tuned on the version; the same weights are not better
+    later = run(dagbag, "retrain", when=LOGICAL.replace(day=29))
+    assert later["train"] == "success"
+    assert sorted(p.name for p in (loop_env.data_dir / "runs").iterdir() if not p.name.startswith(".")) == sorted(
+        [runs[0].name, f"{runs[0].name}-from-{champion}"])
+    with session_scope(loop_env.catalog) as session:
+        steps = [(r.stage, r.verdict) for r in release_history(session, loop_env.model_name)]
+    assert len(steps) == 2 and steps[1] == ("gate", "pass")
+    # whatever the tiny fine-tune scored, the gate's verdict, the task state and the alias agree
+    passed = steps[0] == ("gate", "pass")
+    assert (later["gate"] == "success") == passed == (alias_version(loop_env.model_name, "challenger") is not None)
 
 
 def test_curate_feedback_queues_consented_audio_and_plans_recollection_for_weak_slices(dagbag, loop_env):
@@ -263,6 +275,6 @@ def test_a_training_task_killed_halfway_leaves_nothing_half_written(dagbag, loop
     # the task's retry: training resumes from the last checkpoint in the same directory and finishes;
     # exactly one model comes out
     states = run(dagbag, "retrain")
-    assert states["train"] == "success" and list(runs.iterdir()) == [out]
+    assert states["train"] == "success" and [p for p in runs.iterdir() if not p.name.startswith(".")] == [out]
     assert json.loads((out / "finished.json").read_text())["steps"] == 150
     assert alias_version(loop_env.model_name, "champion") == "1"
