@@ -154,6 +154,26 @@ def demo(
     run_demo(settings_for(data_dir), minutes=minutes, plan=plan, console=console)
 
 
+@app.command("loop-demo")
+def loop_demo(
+    data_dir: DataOpt = None,
+    minutes: Annotated[float | None, typer.Option(help="minutes per training (default: the configs')")] = None,
+    quick: Annotated[bool, typer.Option(help="tiny plans and a tiny model: the plumbing in a few minutes")] = False,
+    airflow_port: Annotated[int, typer.Option(help="port of the demo's Airflow UI")] = 8080,
+) -> None:
+    """One turn of the loop run by Airflow: baseline on standard speech, a fleet with dialect and older
+    owners, drift alerts, curation, re-collection, retrain, gate, shadow/canary, promote; CER per slice
+    before and after (docs/loop.md)."""
+    from .demo_loop import LoopDemoConfig, run_loop_demo
+
+    config = LoopDemoConfig(train_minutes=minutes, airflow_port=airflow_port)
+    if quick:
+        config = LoopDemoConfig(train_minutes=minutes, airflow_port=airflow_port, data_plan="tiny",
+                                gold_plan="tiny", train_config="tiny", finetune_config="tiny", devices=10,
+                                traffic=50, per_cell=2)
+    run_loop_demo(settings_for(data_dir), console, config)
+
+
 def _add_groups() -> None:
     from .commands import consent, dataset, db, device, importing, label, monitor, plan, qc, serving, simulate, stack
 
