@@ -29,7 +29,7 @@ import logging
 import math
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -635,6 +635,7 @@ def simulate_labeler(
     error_rate: float = 0.05,
     seed: int = 0,
     limit: int | None = None,
+    heard: Mapping[str, str] | None = None,
 ) -> int:
     """Answer ``user``'s open tasks from ``Recording.prompt_text`` with about ``error_rate`` character
     errors (:func:`corrupt`); returns how many were submitted.
@@ -642,8 +643,9 @@ def simulate_labeler(
     For demos and tests only: ``user`` must have ``simulated=True``, and every label it makes carries
     the review note ``simulated labeler (error_rate=…, seed=…)``. The errors depend on ``seed``, the
     user name and the audio's sha256, so the same catalog content gives the same answers.
-    ``seconds_spent`` is simulated too (listening twice plus typing). Recordings without a prompt text
-    are skipped.
+    ``seconds_spent`` is simulated too (listening twice plus typing). ``heard``: recording id → what was
+    said, for recordings without a prompt text (production audio: the device simulator knows what its
+    speakers said); recordings with neither are skipped.
     """
     if not user.simulated:
         raise LabelingError("invalid", f"user {user.username!r} is not a simulated labeler (User.simulated is "
@@ -651,18 +653,20 @@ def simulate_labeler(
     if not 0.0 <= error_rate <= 1.0:
         raise LabelingError("invalid", f"error_rate must be between 0 and 1, got {error_rate}")
     tasks = tasks_for(session, user, limit=limit)
-    alphabet = sorted({c for t in tasks for c in (t.recording.prompt_text or "") if not c.isspace()})
+    said = {t.recording.id: t.recording.prompt_text or (heard or {}).get(t.recording.id) for t in tasks}
+    alphabet = sorted({c for text in said.values() for c in (text or "") if not c.isspace()})
     note = f"{SIMULATED_NOTE} (error_rate={error_rate:g}, seed={seed})"
     done = 0
     for task in tasks:
         rec = task.recording
-        if not rec.prompt_text:
-            log.warning("simulated labeler: recording %s has no prompt text: skipped", rec.id)
+        truth = said[rec.id]
+        if not truth:
+            log.info("simulated labeler: recording %s has no prompt text: skipped", rec.id)
             continue
         rng = random.Random(f"{seed}|{user.username}|{rec.sha256}|{task.round}")
-        text = corrupt(rec.prompt_text, error_rate, rng, alphabet)
+        text = corrupt(truth, error_rate, rng, alphabet)
         if not _pack(rec).normalize(text):
-            text = rec.prompt_text  # every character deleted: a person would have typed something
+            text = truth  # every character deleted: a person would have typed something
         seconds = round(2 * rec.duration + 0.4 * len(text) * (0.75 + rng.random() / 2) + 3, 1)
         _submit(session, task.id, user, text, flags=(), seconds_spent=seconds, agreement_threshold=0.0, note=note)
         done += 1
@@ -670,25 +674,28 @@ def simulate_labeler(
     return done
 
 
-def simulate_reviewer(session: Session, reviewer: User, *, max_cer: float = 0.1, limit: int | None = None) -> int:
+def simulate_reviewer(session: Session, reviewer: User, *, max_cer: float = 0.1, limit: int | None = None,
+                      heard: Mapping[str, str] | None = None) -> int:
     """Review the queue the way a careful reviewer with the answer key would: accept a label whose CER
-    against ``Recording.prompt_text`` is at most ``max_cer`` (correcting it to the prompt text), reject
-    the rest (they are re-queued). Of a disagreeing pair, the closer label is taken. Returns how many
-    labels were decided. Demos and tests only: ``reviewer`` must be simulated; notes say so."""
+    against ``Recording.prompt_text`` (or ``heard[recording id]``, see :func:`simulate_labeler`) is at most
+    ``max_cer`` (correcting it to that text), reject the rest (they are re-queued). Of a disagreeing pair,
+    the closer label is taken. Returns how many labels were decided. Demos and tests only: ``reviewer``
+    must be simulated; notes say so."""
     if not reviewer.simulated:
         raise LabelingError("invalid", f"user {reviewer.username!r} is not simulated (User.simulated is False)")
     decided = 0
     for label in review_queue(session, limit=limit):
         session.refresh(label)
         rec = label.recording
-        if label.status != "submitted" or not rec.prompt_text or label.labeler_id == reviewer.id:
+        truth = rec.prompt_text or (heard or {}).get(rec.id)
+        if label.status != "submitted" or not truth or label.labeler_id == reviewer.id:
             continue  # settled by its pair's review meanwhile, or nothing to check it against
-        cer = agreement_cer(label.text or "", rec.prompt_text, rec.language)
+        cer = agreement_cer(label.text or "", truth, rec.language)
         pending = session.scalars(select(Label).where(Label.recording_id == rec.id, Label.status == "submitted",
                                                       Label.id != label.id)).all()
-        closer = [p for p in pending if agreement_cer(p.text or "", rec.prompt_text, rec.language) < cer]
+        closer = [p for p in pending if agreement_cer(p.text or "", truth, rec.language) < cer]
         if cer <= max_cer and not closer:
-            review(session, label.id, reviewer, accept=True, text=rec.prompt_text,
+            review(session, label.id, reviewer, accept=True, text=truth,
                    note=f"{SIMULATED_REVIEW_NOTE} (CER {cer:.2f} vs prompt)")
             decided += 1
         elif not closer:

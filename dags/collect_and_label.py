@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from voiceloop.orchestration import START, TAGS, default_args, settings
+from voiceloop.orchestration import START, TAGS, default_args, settings, timed
 
 
-@dag(schedule="@daily", start_date=START, catchup=False, max_active_runs=1, tags=TAGS,
+@dag(schedule=timed("@daily"), start_date=START, catchup=False, max_active_runs=1, tags=TAGS,
      default_args=default_args(timeout=timedelta(hours=2)), params={"plan": None, "limit": None},
      doc_md=__doc__)
 def collect_and_label():

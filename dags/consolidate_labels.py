@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from voiceloop.orchestration import DATASET, START, TAGS, default_args, settings
+from voiceloop.orchestration import DATASET, START, TAGS, default_args, settings, timed
 
 
-@dag(schedule="@hourly", start_date=START, catchup=False, max_active_runs=1, tags=TAGS,
+@dag(schedule=timed("@hourly"), start_date=START, catchup=False, max_active_runs=1, tags=TAGS,
      default_args=default_args(), params={"min_new": None}, doc_md=__doc__)
 def consolidate_labels():
     @task(outlets=[DATASET])

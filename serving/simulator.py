@@ -652,6 +652,27 @@ def run_simulation(config: SimulationConfig, devices: Sequence[SimDevice], comma
     return SimulationSummary(config, summaries, outcomes, wall)
 
 
+def what_was_said(catalog_url: str, outcomes: Sequence[Outcome]) -> dict[str, str]:
+    """recording id → the text the simulated speaker said, for the answered requests whose audio the
+    service kept (under the owner's consent): what a simulated person hears when labeling production
+    audio (``voiceloop.collect.simulated_labeling(heard=...)``)."""
+    from sqlalchemy import select
+
+    from collection.db import session_scope
+    from collection.models import ProductionUtterance
+
+    said = {o.request_id: o.reference for o in outcomes if o.ok}
+    out: dict[str, str] = {}
+    with session_scope(catalog_url) as session:
+        ids = list(said)
+        for i in range(0, len(ids), 500):
+            for rid, rec in session.execute(select(ProductionUtterance.request_id, ProductionUtterance.recording_id)
+                                            .where(ProductionUtterance.request_id.in_(ids[i:i + 500]),
+                                                   ProductionUtterance.recording_id.is_not(None))):
+                out[rec] = said[rid]
+    return out
+
+
 def latency_stats(values_ms: Sequence[float]) -> dict[str, float | None]:
     """p50/p95/p99/max/mean of a list of milliseconds (None when empty): shared by the serving benchmarks."""
     if not values_ms:

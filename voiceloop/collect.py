@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,17 +80,20 @@ class SimulatedRound:
 
 
 def simulated_labeling(settings: Settings, *, labelers: int = 2, error_rate: float = 0.05, seed: int = 0,
-                       max_cer: float = 0.1) -> SimulatedRound:
+                       max_cer: float = 0.1, heard: Mapping[str, str] | None = None) -> SimulatedRound:
     """Simulated labelers transcribe every open task and a simulated reviewer decides the queue
-    (agreeing double transcriptions are accepted without it). Demos and tests only."""
+    (agreeing double transcriptions are accepted without it). ``heard``: what was said in recordings
+    without a prompt text (production audio; see ``collection.labeling.simulate_labeler``). Demos and
+    tests only."""
     names = tuple(f"sim-labeler-{i + 1}" for i in range(labelers))
     with session_scope(settings.catalog) as session:
         # Simulated users never log in: a random password nobody knows.
         users = [create_user(session, name, "labeler", secrets.token_urlsafe(16), simulated=True) for name in names]
         reviewer = create_user(session, "sim-reviewer", "reviewer", secrets.token_urlsafe(16), simulated=True)
         assign(session, users)
-        submitted = sum(simulate_labeler(session, user, error_rate=error_rate, seed=seed) for user in users)
-        reviewed = simulate_reviewer(session, reviewer, max_cer=max_cer)
+        submitted = sum(simulate_labeler(session, user, error_rate=error_rate, seed=seed, heard=heard)
+                        for user in users)
+        reviewed = simulate_reviewer(session, reviewer, max_cer=max_cer, heard=heard)
     return SimulatedRound(names, submitted, reviewed)
 
 

@@ -96,6 +96,7 @@ class Phases:
 def demo_settings(settings: Settings, config: LoopDemoConfig) -> Settings:
     """The demo's settings — what every Airflow task of the demo sees (the stack passes them through)."""
     return settings.model_copy(update={
+        "dag_schedules": False, "dag_retry_delay_s": 10,
         "data_plan": config.data_plan, "loop_train_minutes": config.train_minutes, "loop_min_new_labels": 1,
         "loop_train_config": config.train_config, "loop_finetune_config": config.finetune_config,
         "loop_recollect_per_cell": config.per_cell, "rollout_min_utterances": 40, "rollout_min_labeled": 30,
@@ -136,6 +137,7 @@ def gap_table(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, 
 def run_loop_demo(settings: Settings, console: Console, config: LoopDemoConfig = LoopDemoConfig()) -> dict:
     from collection.studio import synthesize_plan
     from infra import airflow, stack
+    from serving.simulator import what_was_said
 
     from .collect import simulated_labeling
     from .release import freeze_gold
@@ -169,8 +171,10 @@ def run_loop_demo(settings: Settings, console: Console, config: LoopDemoConfig =
                       + " ".join(f"{t}={st}" for t, st in result.tasks.items()))
         return result
 
+    heard: dict[str, str] = {}  # production audio → what the simulated speaker said (the people's ears)
+
     def people() -> None:
-        done = simulated_labeling(s, labelers=config.labelers)
+        done = simulated_labeling(s, labelers=config.labelers, heard=heard)
         console.print(f"  simulated labelers: {done.submitted} transcripts, {done.reviewed} reviewed")
 
     with phases.phase("baseline: collect standard speech, label it, train the first model (Airflow)"):
@@ -184,6 +188,7 @@ def run_loop_demo(settings: Settings, console: Console, config: LoopDemoConfig =
     with phases.phase("serve the fleet: standard, Gyeongsang, Jeolla, 60s, 70s+ owners (they complain)"), \
             _serving(s) as (url, bootstrap):
         summary = _traffic(s, fleet, url, bootstrap, config.traffic, complain_share=0.8)
+        heard.update(what_was_said(s.catalog, summary.outcomes))
         console.print(summary.table("the fleet's commands (the champion trained on standard speech)"))
 
     with phases.phase("notice: drift alerts, curation, re-collection, labeling (Airflow)"):
@@ -193,7 +198,7 @@ def run_loop_demo(settings: Settings, console: Console, config: LoopDemoConfig =
         people()
 
     with phases.phase("retrain, gate, shadow, canary, promote (Airflow, with devices and people busy)"), \
-            _serving(s) as (url, bootstrap), _busy_world(s, fleet, url, bootstrap, people_every_s=20):
+            _serving(s) as (url, bootstrap), _busy_world(s, fleet, url, bootstrap, heard, people_every_s=20):
         t0 = datetime.now(UTC)
         trigger("consolidate_labels")
         follow("retrain", t0)
@@ -286,8 +291,11 @@ def _traffic(s: Settings, fleet: list, url: str, bootstrap: str, count: int, com
 
 
 @contextmanager
-def _busy_world(s: Settings, fleet: list, url: str, bootstrap: str, people_every_s: float) -> Iterator[None]:
+def _busy_world(s: Settings, fleet: list, url: str, bootstrap: str, heard: dict[str, str],
+                people_every_s: float) -> Iterator[None]:
     """While a release waits for live traffic: devices keep talking and people keep labeling."""
+    from serving.simulator import what_was_said
+
     from .collect import queue_for_labeling, simulated_labeling
 
     stop = threading.Event()
@@ -300,11 +308,11 @@ def _busy_world(s: Settings, fleet: list, url: str, bootstrap: str, people_every
                 log.exception("background %s failed", step.__name__)
 
     def talk() -> None:
-        _traffic(s, fleet, url, bootstrap, 50, complain_share=0.0)
+        heard.update(what_was_said(s.catalog, _traffic(s, fleet, url, bootstrap, 50, complain_share=0.0).outcomes))
 
     def label() -> None:
         queue_for_labeling(s)
-        simulated_labeling(s)
+        simulated_labeling(s, heard=dict(heard))
 
     threads = [threading.Thread(target=loop, args=(talk, 1.0), daemon=True),
                threading.Thread(target=loop, args=(label, people_every_s), daemon=True)]

@@ -140,6 +140,36 @@ def dataset_root(settings: Settings, dataset: str | None = None, name: str = "ma
         return version.id, Path(version.manifest_uri)
 
 
+def champion_trained_on(settings: Settings) -> str | None:
+    """The dataset directory the champion's training run used (its ``dataset.root`` param), if known."""
+    from mlflow import MlflowClient
+
+    from asr.registry import alias_version
+
+    from .pipeline import connect_mlflow
+
+    connect_mlflow(settings)
+    version = alias_version(settings.model_name, "champion")
+    if version is None:
+        return None
+    run_id = MlflowClient().get_model_version(settings.model_name, version).run_id
+    root = MlflowClient().get_run(run_id).data.params.get("dataset.root") if run_id else None
+    return str(Path(root).resolve()) if root else None
+
+
+def new_data_since_champion(settings: Settings, dataset: str | None = None) -> tuple[bool, str]:
+    """Whether there is something to retrain on: a dataset version (``dataset``, default the newest) other
+    than the one the champion was trained on. (answer, why) — a drift alert or the weekly tick with no new
+    data since the champion has nothing to learn from: curation must collect first."""
+    try:
+        version, root = dataset_root(settings, dataset)
+    except LookupError as e:
+        return False, str(e)
+    if champion_trained_on(settings) == str(root.resolve()):
+        return False, f"the champion was trained on {version} already, the newest dataset version"
+    return True, f"dataset version {version}"
+
+
 def cuda_devices() -> int:
     """GPUs this worker can train on (0 on a CPU-only machine)."""
     import torch
@@ -160,7 +190,8 @@ def train_candidate(settings: Settings, dataset: str | None, *, config: str = "b
     version, the config and the champion it starts from, and a finished run with the same data and config
     is reused (``resume``), so a retried task does not train twice; with ``run_key`` (the DAG run) a re-run
     of the same run returns what it trained the first time, even though the champion may have changed
-    since (the first model of a registry becomes the champion in the same run)."""
+    since (the first model of a registry becomes the champion in the same run). ``{"skipped": why}`` when
+    there is no dataset version, or none the champion was not trained on already."""
     import hashlib
     import json
 
@@ -176,6 +207,9 @@ def train_candidate(settings: Settings, dataset: str | None, *, config: str = "b
         if (Path(done["out"]) / FINISHED).exists():
             log.info("%s trained %s already (MLflow run %s)", run_key, done["out"], done["run_id"])
             return done
+    new, why = new_data_since_champion(settings, dataset)
+    if not new:  # a drift alert or the weekly tick with nothing new to learn from: curation collects first
+        return {"skipped": why}
     version, root = dataset_root(settings, dataset)
     connect_mlflow(settings)
     champion = alias_version(settings.model_name, "champion") if finetune_config else None

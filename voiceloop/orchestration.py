@@ -70,6 +70,13 @@ def default_args(*, retries: int = 2, timeout: timedelta = timedelta(hours=1)) -
             "on_failure_callback": record_failure}
 
 
+def timed(cron: str) -> str | None:
+    """A DAG's time schedule, or None with ``VOICELOOP_DAG_SCHEDULES=off`` (read at parse time): the loop
+    demo runs its DAGs by hand and by Asset events only — unpausing a scheduled DAG would also start a run
+    for its latest tick, in the middle of the demo's own runs."""
+    return None if os.environ.get("VOICELOOP_DAG_SCHEDULES", "on").lower() in ("off", "0", "false") else cron
+
+
 def poke_interval() -> int:
     """Seconds between a deploy sensor's looks at the traffic (``VOICELOOP_ROLLOUT_POKE_S``, the setting
     ``rollout_poke_s``): read from the environment at parse time, where Settings would be too heavy."""

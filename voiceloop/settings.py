@@ -77,6 +77,9 @@ class Settings(BaseSettings):
 
     # -- the loop (voiceloop/loop.py, dags/; docs/loop.md) --
     data_plan: str = "demo"  # the plan collect_and_label fills (a name in collection/dataplans or <data>/plans)
+    # read by the DAG files when Airflow parses them (voiceloop.orchestration), from VOICELOOP_* in its env
+    dag_schedules: bool = True  # False: DAGs run only when triggered or by Asset events (the loop demo)
+    dag_retry_delay_s: int = 60  # a failed task's next try waits this long
     loop_min_new_labels: int = 50  # reviewed recordings not yet in a dataset version before a new one is frozen
     loop_train_config: str = "baseline"  # asr/configs/<name>.yaml (or a path): the first model, from scratch
     loop_finetune_config: str | None = "finetune"  # with a champion: fine-tune it (None: always from scratch)

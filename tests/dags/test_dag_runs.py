@@ -185,17 +185,9 @@ def test_retrain_trains_on_the_newest_version_and_the_first_model_becomes_champi
     assert alias_version(loop_env.model_name, "champion") == champion
     with session_scope(loop_env.catalog) as session:
         assert [(r.stage, r.verdict) for r in release_history(session, loop_env.model_name)] == [("gate", "pass")]
-    # a later run: the champion exists, so it is fine-tuned on the version; the same weights are not better
-    later = run(dagbag, "retrain", when=LOGICAL.replace(day=29))
-    assert later["train"] == "success"
-    assert sorted(p.name for p in (loop_env.data_dir / "runs").iterdir() if not p.name.startswith(".")) == sorted(
-        [runs[0].name, f"{runs[0].name}-from-{champion}"])
-    with session_scope(loop_env.catalog) as session:
-        steps = [(r.stage, r.verdict) for r in release_history(session, loop_env.model_name)]
-    assert len(steps) == 2 and steps[1] == ("gate", "pass")
-    # whatever the tiny fine-tune scored, the gate's verdict, the task state and the alias agree
-    passed = steps[0] == ("gate", "pass")
-    assert (later["gate"] == "success") == passed == (alias_version(loop_env.model_name, "challenger") is not None)
+    # a later run (the weekly tick, a drift alert) with no new dataset version: nothing to learn from
+    assert run(dagbag, "retrain", when=LOGICAL.replace(day=29)) == {"train": "skipped", "gate": "skipped"}
+    assert sorted(p for p in (loop_env.data_dir / "runs").iterdir() if not p.name.startswith(".")) == runs
 
 
 def test_curate_feedback_queues_consented_audio_and_plans_recollection_for_weak_slices(dagbag, loop_env):

@@ -11,7 +11,7 @@ from collection.db import connect
 from collection.models import Consent, ProductionUtterance
 from serving.api.background import serve_in_thread
 from serving.devices import authenticate_device
-from serving.simulator import SimulationConfig, register_sim_devices, run_simulation, studio_commands
+from serving.simulator import SimulationConfig, register_sim_devices, run_simulation, studio_commands, what_was_said
 
 
 @pytest.fixture
@@ -100,5 +100,12 @@ def test_owners_complain_about_wrong_answers(server, tmp_path, catalog_url, tiny
     with connect(catalog_url)() as session:
         stored = {f.request_id: f.id for f in session.scalars(select(Feedback))}
     assert stored == complained
+    # what the speakers said, keyed by the audio the service kept: the simulated people's ears
+    heard = what_was_said(catalog_url, summary.outcomes)
+    with connect(catalog_url)() as session:
+        kept = dict(session.execute(select(ProductionUtterance.recording_id, ProductionUtterance.request_id)
+                                    .where(ProductionUtterance.recording_id.is_not(None))).all())
+    said = {o.request_id: o.reference for o in summary.outcomes}
+    assert len(heard) == 4 and heard == {rec: said[rid] for rec, rid in kept.items()}
     with pytest.raises(ValueError, match="complain_share"):
         SimulationConfig(complain_share=2.0)

@@ -1,0 +1,348 @@
+"""Loop efficacy (issue 6): does ONE turn of the loop close the dialect and older-speaker gap?
+
+    .venv/bin/python bench/loop_efficacy.py                        # the shipped recipe (see RECIPE below)
+    .venv/bin/python bench/loop_efficacy.py --mode scratch --retrain-minutes 8   # retrain from scratch instead
+    .venv/bin/python bench/loop_efficacy.py --per-cell 4 --lr 5e-4 --tag small  # another recipe, same baseline
+
+Phases (each timed; re-runs reuse what exists under ``--work``, so recipes can be compared cheaply):
+
+1. synthesize the demo studio plan (collection/plans/demo.yaml): standard speakers for train/dev/test,
+   Gyeongsang/Jeolla and 60s/70s+ speakers only in ``test_heldout``;
+2. train the baseline champion on the studio's ``train`` split (``--baseline-minutes``);
+3. evaluate it (beam + LM): standard = test_seen + test_unseen, weak slices from test_heldout;
+4. re-collect through the loop's real data path: ``voiceloop.loop.write_recollection_plan`` for the weak
+   slices (``--per-cell`` utterances per cell) → ``collection.synthetic.collect_synthetic`` (studio → QC →
+   catalog, SQLite) → label tasks → ``voiceloop.collect.simulated_labeling`` (error rate 0.05) →
+   ``voiceloop.collect.freeze_dataset`` (a dataset version, splits by speaker);
+5. retrain on studio train + the version's train split: fine-tune the champion at a low learning rate
+   (``--mode finetune``, default) or train from scratch (``--mode scratch``);
+6. evaluate again; print slice, n, CER before/after, gap before/after, gap reduction, standard CER change.
+
+Target (issue 6): the gap (slice CER − standard CER) of each weak slice shrinks by ≥ 70 % while standard
+CER rises by at most 0.5 points. Writes ``bench/out/loop_efficacy.json`` and
+``bench/out/loop_efficacy.png`` (per-slice CER before/after).
+
+Fine-tuning uses ``asr/configs/finetune.yaml`` with ``init_from`` = the champion's checkpoint (what the
+retrain DAG does once there is a champion); ``--lr``, ``--warmup-steps`` and ``--spec-augment-from`` override
+it. Budgets: ``--*-steps`` fixes the work (the numbers do not depend on how busy the machine is); without
+it, ``--*-minutes`` of training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from asr.evaluate import EvalReport, Metrics, evaluate
+from asr.inference import Recognizer
+from asr.train import load_train_config
+from collection.dataplan import load_dataplan
+from collection.manifest import RECORDINGS, SUPERVISIONS, load_split, read_jsonl, write_jsonl
+from collection.studio import synthesize_plan
+from voiceloop.collect import collect_for_plan, freeze_dataset, queue_for_labeling, simulated_labeling
+from voiceloop.loop import write_recollection_plan
+from voiceloop.pipeline import train_model
+from voiceloop.settings import Settings
+
+OUT = Path(__file__).resolve().parent / "out"
+STUDIO_PLAN = "demo"  # collection/plans/demo.yaml
+DATA_PLAN = "demo"  # collection/dataplans/demo.yaml: the cells re-collection draws from
+# What curate_feedback would hand write_recollection_plan after the drift alerts on these slices.
+WEAK_SLICES = [("dialect", "gyeongsang"), ("dialect", "jeolla"), ("age_band", "60s"), ("age_band", "70s+")]
+RECOLLECT_DAY = datetime(2026, 1, 1)  # fixed: the plan name (recollect-20260101) and its personas are stable
+LABEL_ROUNDS = 4  # simulated labeling rounds at most (each relabels what the reviewer rejected)
+TARGET_GAP_REDUCTION = 0.70
+TARGET_STANDARD_SLIP = 0.005  # absolute CER
+console = Console(width=None if sys.stdout.isatty() else 160)
+log = logging.getLogger("loop_efficacy")
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    slice: str
+    n: int
+    cer_before: float
+    cer_after: float
+    gap_before: float
+    gap_after: float
+    gap_reduction: float  # fraction of the gap closed (1.0 = closed, < 0 = wider)
+
+
+class Phases:
+    """Wall-clock seconds per phase, in order."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        console.rule(f"[bold]{name}")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 1)
+            console.print(f"[dim]{name}: {self.seconds[name]:.0f} s wall")
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+def evaluate_checkpoint(checkpoint: Path, studio: Path, cache: Path) -> dict[str, EvalReport]:
+    """{"standard": test_seen + test_unseen, "heldout": test_heldout}, beam + LM; cached in ``cache`` next
+    to the checkpoint's size and mtime, so a re-run of the benchmark does not decode twice."""
+    stamp = f"{checkpoint.stat().st_size}-{checkpoint.stat().st_mtime_ns}"
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("stamp") == stamp:
+            return {k: EvalReport.from_dict(v) for k, v in cached["reports"].items()}
+    recognizer = Recognizer.load(str(checkpoint), decoder="beam")
+    reports = {
+        "standard": evaluate(recognizer, load_split(studio / "test_seen") + load_split(studio / "test_unseen")),
+        "heldout": evaluate(recognizer, load_split(studio / "test_heldout")),
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"stamp": stamp, "reports": {k: r.to_dict() for k, r in reports.items()}},
+                                ensure_ascii=False))
+    return reports
+
+
+def slice_metrics(reports: dict[str, EvalReport]) -> dict[str, Metrics]:
+    """standard (new standard speakers 20s–50s) and each weak slice of test_heldout."""
+    out = {"standard": reports["standard"].overall}
+    for key, value in WEAK_SLICES:
+        out[f"{key}={value}"] = reports["heldout"].slices[key][value]
+    return out
+
+
+def compare(before: dict[str, Metrics], after: dict[str, Metrics]) -> list[SliceRow]:
+    s0, s1 = before["standard"].cer, after["standard"].cer
+    rows = [SliceRow("standard", before["standard"].n, s0, s1, 0.0, 0.0, float("nan"))]
+    for name in before:
+        if name == "standard":
+            continue
+        g0, g1 = before[name].cer - s0, after[name].cer - s1
+        rows.append(SliceRow(name, before[name].n, before[name].cer, after[name].cer, g0, g1,
+                             1 - g1 / g0 if g0 > 0 else float("nan")))
+    return rows
+
+
+# -- re-collection through the loop's data path ------------------------------------------------------
+def recollect(settings: Settings, per_cell: int, workers: int) -> tuple[str, Path, dict]:
+    """Re-collection plan for the weak slices → studio → QC → catalog → simulated labels → dataset version.
+    Returns (version id, version root, counts)."""
+    plan_path = write_recollection_plan(settings, load_dataplan(DATA_PLAN), WEAK_SLICES, RECOLLECT_DAY, per_cell)
+    if plan_path is None:
+        raise ValueError(f"no cell of data plan {DATA_PLAN!r} matches {WEAK_SLICES}")
+    collected = collect_for_plan(settings, plan_path, workers=workers)
+    console.print(f"{plan_path.stem}: {collected.accepted} accepted, {collected.rejected} refused by QC "
+                  f"{collected.rejections or ''}, {collected.remaining} still missing")
+    queued = queue_for_labeling(settings)  # no pre-labels: the simulated labelers answer from the prompt
+    submitted = reviewed = rounds = 0
+    for rounds in range(1, LABEL_ROUNDS + 1):  # rejected labels are re-queued: people label them again
+        people = simulated_labeling(settings, seed=rounds)
+        submitted, reviewed = submitted + people.submitted, reviewed + people.reviewed
+        if people.submitted == 0:
+            break
+    version = freeze_dataset(settings, "recollect")
+    console.print(f"{queued} label tasks; {rounds} labeling round(s): {submitted} submitted, {reviewed} reviewed; "
+                  f"dataset version {version.id}")
+    counts = {split: sum(c.get("dialect", {}).values()) for split, c in version.counts.items()}
+    return version.id, Path(version.manifest_uri), {"plan": plan_path.stem, "accepted": collected.accepted,
+                                                   "refused": collected.rejected, "splits": counts}
+
+
+def speaker_overlap(settings: Settings, per_cell: int) -> int:
+    """How many re-collected personas sound exactly like an evaluation persona (same eSpeak voice, rate,
+    pitch and pitch range): the catalog draws personas independently of the studio plan's splits."""
+    from collection.studio import load_plan, plan_utterances
+    from collection.synthetic import SentencePicker, make_job
+
+    plan = load_dataplan(settings.data_dir / "plans" / f"recollect-{RECOLLECT_DAY:%Y%m%d}.yaml")
+    picker = SentencePicker(plan)
+    collected = {make_job(plan, cell, i, plan.seed, picker).spec.persona for cell in plan.cells
+                 for i in range(0, per_cell, plan.utterances.per_speaker)}
+    test = {s.persona for split, specs in plan_utterances(load_plan(STUDIO_PLAN)).items() if split.startswith("test")
+            for s in specs}
+
+    def sig(p):  # noqa: ANN001, ANN202
+        return p.voice, p.rate, p.pitch, p.pitch_range
+
+    return len({sig(p) for p in collected} & {sig(p) for p in test})
+
+
+def write_mix(out: Path, parts: list[Path]) -> Path:
+    """One manifest root with ``train`` and ``dev`` = the concatenation of ``parts``' splits (audio paths
+    made absolute, so each part keeps its own audio)."""
+    for split in ("train", "dev"):
+        recs, sups = [], []
+        for part in parts:
+            root = (part / split).resolve().parent
+            for r in read_jsonl(part / split / RECORDINGS):
+                r["sources"] = [{**s, "source": str((root / s["source"]).resolve())} for s in r["sources"]]
+                recs.append(r)
+            sups += list(read_jsonl(part / split / SUPERVISIONS))
+        write_jsonl(out / split / RECORDINGS, recs)
+        write_jsonl(out / split / SUPERVISIONS, sups)
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------------
+def print_table(rows: list[SliceRow]) -> None:
+    t = Table(title="one turn of the loop: CER per slice (beam + LM)")
+    for col in ("slice", "n", "CER before", "CER after", "gap before", "gap after", "gap reduction"):
+        t.add_column(col, justify="left" if col == "slice" else "right")
+    for r in rows:
+        ok = r.gap_reduction >= TARGET_GAP_REDUCTION
+        red = "—" if r.slice == "standard" else f"[{'green' if ok else 'red'}]{r.gap_reduction:.0%}"
+        gaps = ("—", "—") if r.slice == "standard" else (f"{r.gap_before:+.1%}", f"{r.gap_after:+.1%}")
+        t.add_row(r.slice, str(r.n), f"{r.cer_before:.1%}", f"{r.cer_after:.1%}", *gaps, red)
+    console.print(t)
+    slip = rows[0].cer_after - rows[0].cer_before
+    console.print(f"standard CER change: {100 * slip:+.2f} points (target ≤ +{100 * TARGET_STANDARD_SLIP:.1f})")
+
+
+def plot(rows: list[SliceRow], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(x - 0.2, [100 * r.cer_before for r in rows], 0.4, label="before (champion)")
+    ax.bar(x + 0.2, [100 * r.cer_after for r in rows], 0.4, label="after one loop")
+    ax.set_xticks(x, [r.slice.replace("dialect=", "").replace("age_band=", "age ") for r in rows])
+    ax.set_ylabel("CER, beam + LM (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def budget(minutes: float, steps: int) -> dict:
+    """Training-config overrides: a step budget when ``steps`` > 0 (minutes then unlimited), else minutes."""
+    return {"max_minutes": 0.0, "max_steps": steps} if steps > 0 else {"max_minutes": minutes}
+
+
+def budget_name(minutes: float, steps: int) -> str:
+    return f"{steps}steps" if steps > 0 else f"{minutes:g}min"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("data/loop_efficacy"), help="studio, catalog, runs")
+    ap.add_argument("--baseline-minutes", type=float, default=7.0, help="training minutes of the champion")
+    ap.add_argument("--retrain-minutes", type=float, default=3.0, help="training minutes of the retraining")
+    ap.add_argument("--baseline-steps", type=int, default=0,
+                    help="a step budget instead of minutes (repeatable on a busy machine); 0 = use minutes")
+    ap.add_argument("--retrain-steps", type=int, default=0, help="the same for the retraining")
+    ap.add_argument("--mode", choices=("finetune", "scratch"), default="finetune")
+    ap.add_argument("--mix", choices=("studio+version", "version"), default="studio+version",
+                    help="retraining data: the studio's standard train split + the dataset version, or the version "
+                         "alone")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate of the fine-tuning (default: "
+                    "asr/configs/finetune.yaml's)")
+    ap.add_argument("--warmup-steps", type=int, default=None)
+    ap.add_argument("--spec-augment-from", type=float, default=None,
+                    help="fraction of the retraining budget before SpecAugment (default: the config's)")
+    ap.add_argument("--per-cell", type=int, default=6, help="re-collected utterances per weak data-plan cell")
+    ap.add_argument("--workers", type=int, default=2, help="rendering processes")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--tag", default="", help="suffix of the retraining run directory (compare recipes)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
+    for noisy in ("alembic", "mlflow", "httpx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    work = args.work.resolve()
+    settings = Settings(data_dir=work / f"loop-per{args.per_cell}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    phase = Phases()
+    studio = work / "studio"
+
+    with phase("synthesize the studio plan"):
+        synthesize_plan(STUDIO_PLAN, studio, workers=args.workers)
+
+    with phase(f"train the champion ({budget_name(args.baseline_minutes, args.baseline_steps)})"):
+        base_cfg = load_train_config("baseline", **budget(args.baseline_minutes, args.baseline_steps))
+        base_dir = work / "runs" / f"baseline-{budget_name(args.baseline_minutes, args.baseline_steps)}"
+        champion = train_model(settings.with_data_dir(work), studio, base_cfg, base_dir, resume=True,
+                               run_name="loop-efficacy-baseline").result
+
+    with phase("evaluate the champion"):
+        before = slice_metrics(evaluate_checkpoint(champion.checkpoint, studio, base_dir / "eval.json"))
+
+    with phase(f"re-collect the weak slices ({args.per_cell} per cell), label, freeze"):
+        version, version_root, collected = recollect(settings, args.per_cell, args.workers)
+        overlap = speaker_overlap(settings, args.per_cell)
+        console.print(f"re-collected personas that sound like an evaluation persona: {overlap}")
+
+    mode = "finetune" if args.mode == "finetune" else "scratch"
+    with phase(f"retrain: {mode} ({budget_name(args.retrain_minutes, args.retrain_steps)})"):
+        parts = [studio, version_root] if args.mix == "studio+version" else [version_root]
+        mix = write_mix(settings.data_dir / "mix" / f"{version}-{args.mix}", parts)
+        overrides = {**budget(args.retrain_minutes, args.retrain_steps), "spec_augment_from": args.spec_augment_from}
+        if mode == "finetune":
+            overrides |= {"lr": args.lr, "warmup_steps": args.warmup_steps, "init_from": str(champion.checkpoint)}
+        cfg = load_train_config(mode if mode == "finetune" else "baseline", **overrides)
+        name = (f"{mode}-{budget_name(args.retrain_minutes, args.retrain_steps)}-on-{args.mix}-from-"
+                f"{budget_name(args.baseline_minutes, args.baseline_steps)}" + (f"-{args.tag}" if args.tag else ""))
+        run_dir = settings.data_dir / "runs" / name
+        retrained = train_model(settings, mix, cfg, run_dir, resume=True, run_name=f"loop-efficacy-{name}").result
+
+    with phase("evaluate the retrained model"):
+        after = slice_metrics(evaluate_checkpoint(retrained.checkpoint, studio, run_dir / "eval.json"))
+
+    rows = compare(before, after)
+    print_table(rows)
+    t = Table("phase", "wall (s)", title="wall-clock per phase")
+    for k, v in phase.seconds.items():
+        t.add_row(k, f"{v:.0f}")
+    console.print(t)
+    slip = rows[0].cer_after - rows[0].cer_before
+    passed = all(r.gap_reduction >= TARGET_GAP_REDUCTION for r in rows[1:]) and slip <= TARGET_STANDARD_SLIP
+    console.print(f"target (every gap −{TARGET_GAP_REDUCTION:.0%}, standard ≤ +0.5 pt): "
+                  f"{'[green]met' if passed else '[red]not met'}")
+    result = {
+        "recipe": {"mode": mode, "mix": args.mix, "per_cell": args.per_cell,
+                   "baseline_budget": budget_name(args.baseline_minutes, args.baseline_steps),
+                   "retrain_budget": budget_name(args.retrain_minutes, args.retrain_steps),
+                   "weak_slices": [f"{k}={v}" for k, v in WEAK_SLICES],
+                   "retrain_config": asdict(cfg)},
+        "baseline": {"steps": champion.steps, "train_minutes": champion.train_minutes},
+        "retrain": {"steps": retrained.steps, "train_minutes": retrained.train_minutes, "run_dir": str(run_dir),
+                    "history": retrained.history},
+        "recollected": {**collected, "dataset_version": version, "personas_sounding_like_test": overlap},
+        "rows": [asdict(r) for r in rows],
+        "standard_cer_change": slip,
+        "target_met": passed,
+        "phase_seconds": phase.seconds,
+        "total_wall_s": round(sum(phase.seconds.values()), 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "loop_efficacy.json").write_text(json.dumps(result, indent=1, default=str))
+    png = plot(rows, args.out / "loop_efficacy.png",
+               f"one loop: {mode} {args.retrain_minutes:g} min on studio train + {args.per_cell}/cell re-collected")
+    console.print(f"wrote {args.out / 'loop_efficacy.json'} and {png}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
