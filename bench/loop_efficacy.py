@@ -1,14 +1,15 @@
 """Loop efficacy (issue 6): does ONE turn of the loop close the dialect and older-speaker gap?
 
-    .venv/bin/python bench/loop_efficacy.py                        # the shipped recipe (see RECIPE below)
-    .venv/bin/python bench/loop_efficacy.py --mode scratch --retrain-minutes 8   # retrain from scratch instead
-    .venv/bin/python bench/loop_efficacy.py --per-cell 4 --lr 5e-4 --tag small  # another recipe, same baseline
+    .venv/bin/python bench/loop_efficacy.py                  # the recipe: 2400-step champion, 16/cell, fine-tune 2000
+    .venv/bin/python bench/loop_efficacy.py --mode scratch --retrain-steps 2400      # retrain from scratch instead
+    .venv/bin/python bench/loop_efficacy.py --per-cell 6 --retrain-steps 1000 --tag small   # a cheaper recipe
+    .venv/bin/python bench/loop_efficacy.py --mix version    # fine-tune on the dataset version alone
 
 Phases (each timed; re-runs reuse what exists under ``--work``, so recipes can be compared cheaply):
 
 1. synthesize the demo studio plan (collection/plans/demo.yaml): standard speakers for train/dev/test,
    Gyeongsang/Jeolla and 60s/70s+ speakers only in ``test_heldout``;
-2. train the baseline champion on the studio's ``train`` split (``--baseline-minutes``);
+2. train the baseline champion on the studio's ``train`` split (``--baseline-steps``);
 3. evaluate it (beam + LM): standard = test_seen + test_unseen, weak slices from test_heldout;
 4. re-collect through the loop's real data path: ``voiceloop.loop.write_recollection_plan`` for the weak
    slices (``--per-cell`` utterances per cell) → ``collection.synthetic.collect_synthetic`` (studio → QC →
@@ -247,11 +248,12 @@ def budget_name(minutes: float, steps: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("data/loop_efficacy"), help="studio, catalog, runs")
-    ap.add_argument("--baseline-minutes", type=float, default=7.0, help="training minutes of the champion")
-    ap.add_argument("--retrain-minutes", type=float, default=3.0, help="training minutes of the retraining")
-    ap.add_argument("--baseline-steps", type=int, default=0,
-                    help="a step budget instead of minutes (repeatable on a busy machine); 0 = use minutes")
-    ap.add_argument("--retrain-steps", type=int, default=0, help="the same for the retraining")
+    ap.add_argument("--baseline-steps", type=int, default=2400,
+                    help="step budget of the champion (≈ 6 min on 2 idle cores); 0 = use --baseline-minutes")
+    ap.add_argument("--retrain-steps", type=int, default=2000,
+                    help="step budget of the retraining (≈ 5 min); 0 = use --retrain-minutes")
+    ap.add_argument("--baseline-minutes", type=float, default=7.0, help="training minutes when --baseline-steps 0")
+    ap.add_argument("--retrain-minutes", type=float, default=5.0, help="training minutes when --retrain-steps 0")
     ap.add_argument("--mode", choices=("finetune", "scratch"), default="finetune")
     ap.add_argument("--mix", choices=("studio+version", "version"), default="studio+version",
                     help="retraining data: the studio's standard train split + the dataset version, or the version "
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-steps", type=int, default=None)
     ap.add_argument("--spec-augment-from", type=float, default=None,
                     help="fraction of the retraining budget before SpecAugment (default: the config's)")
-    ap.add_argument("--per-cell", type=int, default=6, help="re-collected utterances per weak data-plan cell")
+    ap.add_argument("--per-cell", type=int, default=16, help="re-collected utterances per weak data-plan cell")
     ap.add_argument("--workers", type=int, default=2, help="rendering processes")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--tag", default="", help="suffix of the retraining run directory (compare recipes)")
@@ -339,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loop_efficacy.json").write_text(json.dumps(result, indent=1, default=str))
     png = plot(rows, args.out / "loop_efficacy.png",
-               f"one loop: {mode} {args.retrain_minutes:g} min on studio train + {args.per_cell}/cell re-collected")
+               f"one loop: {mode} {budget_name(args.retrain_minutes, args.retrain_steps)} on "
+               f"{args.mix} ({args.per_cell}/cell re-collected)")
     console.print(f"wrote {args.out / 'loop_efficacy.json'} and {png}")
     return 0 if passed else 1
 

@@ -10,7 +10,10 @@ from airflow.sdk import PokeReturnValue, dag, get_current_context, task
 
 from voiceloop.orchestration import CHALLENGER, START, TAGS, default_args, poke_interval, run_key, settings
 
-WAIT = {"poke_interval": poke_interval(), "timeout": timedelta(days=3), "mode": "reschedule"}
+# "poke" holds a worker slot while it waits. "reschedule" would free it, but with short intervals Airflow
+# 3.3's LocalExecutor races ("finished with state success, but the task instance's state attribute is
+# queued") and fails the sensor — seen in the loop demo at 5 s. A release waits rarely and alone.
+WAIT = {"poke_interval": poke_interval(), "timeout": timedelta(days=3), "mode": "poke"}
 
 
 def _judge(step: dict) -> PokeReturnValue:

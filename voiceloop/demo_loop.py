@@ -60,7 +60,7 @@ SLICES = {  # the demo's before/after table: name -> the gold utterances it hold
 @dataclass(frozen=True)
 class LoopDemoConfig:
     train_minutes: float | None = None  # per training (None: the configs' own budgets)
-    per_cell: int = 6  # re-collected utterances per cell of a weak slice
+    per_cell: int = 16  # re-collected utterances per cell of a weak slice (bench/loop_efficacy.py: 6 too few)
     devices: int = 20
     traffic: int = 200  # utterances the fleet sends before the drift job looks
     airflow_port: int = 8080
@@ -68,7 +68,7 @@ class LoopDemoConfig:
     # smaller worlds for a quick look (and the smoke test): plans and training configs by name or path
     data_plan: str = DATA_PLAN
     gold_plan: str = GOLD_PLAN
-    train_config: str = "baseline"
+    train_config: str = "champion"
     finetune_config: str = "finetune"
 
 
@@ -201,8 +201,10 @@ def run_loop_demo(settings: Settings, console: Console, config: LoopDemoConfig =
             _serving(s) as (url, bootstrap), _busy_world(s, fleet, url, bootstrap, heard, people_every_s=20):
         t0 = datetime.now(UTC)
         trigger("consolidate_labels")
-        follow("retrain", t0)
-        deploy = follow("deploy", t0)
+        retrain = follow("retrain", t0)
+        deploy = follow("deploy", t0) if retrain.tasks.get("gate") == "success" else None
+        if deploy is None:  # refused (or nothing new to learn): the decision says why
+            console.print(f"[yellow]  no deploy: {_last_decision(s)}")
 
     with phases.phase("report: each slice before and after"):
         rows = _before_after(s, console)
@@ -210,7 +212,16 @@ def run_loop_demo(settings: Settings, console: Console, config: LoopDemoConfig =
     console.print(phases.table())
     console.print(f"ops dashboard: voiceloop serve --data-dir {s.data_dir} → /ops (Releases: each step's numbers); "
                   f"report: {report}")
-    return {"phases": phases.rows, "deploy": deploy.tasks, "slices": rows}
+    return {"phases": phases.rows, "deploy": deploy.tasks if deploy else None, "slices": rows}
+
+
+def _last_decision(s: Settings) -> str:
+    from collection.db import session_scope
+    from collection.releases import release_history
+
+    with session_scope(s.catalog) as session:
+        history = release_history(session, s.model_name, limit=1)
+        return f"{history[0].stage} {history[0].verdict}: {history[0].summary}" if history else "no decision recorded"
 
 
 def _before_after(s: Settings, console: Console) -> dict:

@@ -61,7 +61,7 @@ def test_deploy_branches_to_promote_or_roll_back(dagbag):
     dag = dagbag.get_dag("deploy")
     assert dag.get_task("after_shadow").downstream_task_ids == {"start_canary", "roll_back_shadow"}
     assert dag.get_task("after_canary").downstream_task_ids == {"promote", "roll_back_canary"}
-    assert dag.get_task("shadow_verdict").mode == "reschedule"  # waiting for traffic holds no worker slot
+    assert dag.get_task("shadow_verdict").mode == "poke"  # see dags/deploy.py: reschedule races in Airflow 3.3
 
 
 def test_parsing_the_dags_imports_nothing_heavy(airflow_home):
