@@ -36,7 +36,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,9 @@ class SimulationConfig:
     seed: int = 0
     # share of wrong answers (the command is not what was said) the owner complains about: POST /v1/feedback
     complain_share: float = 0.0
+    # add ±1 LSB of dither per request: a replayed studio utterance becomes new audio, as every real request
+    # is (otherwise QC keeps only the first copy and the rest of the fleet's audio is never kept or labelled)
+    dither: bool = False
 
     def __post_init__(self) -> None:
         bad = [c for c in self.via if c not in CHANNEL_NAMES]
@@ -460,6 +463,19 @@ CHANNELS: dict[str, Callable[[SimulationConfig], Any]] = {"http": HttpChannel, "
 
 
 # -- results -------------------------------------------------------------------------------------------------
+def dithered(cmd: SpokenCommand, request_id: str) -> SpokenCommand:
+    """``cmd`` with ±1 LSB of noise seeded by ``request_id``: inaudible, but new bytes (a new recording)."""
+    import hashlib
+    import io
+
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "little"))
+    samples = np.frombuffer(cmd.pcm16, dtype="<i2").astype(np.int32)
+    samples = np.clip(samples + rng.integers(-1, 2, size=samples.size), -32768, 32767).astype("<i2")
+    buf = io.BytesIO()
+    sf.write(buf, samples, 16000, format="WAV", subtype="PCM_16")
+    return replace(cmd, wav=buf.getvalue(), pcm16=samples.tobytes())
+
+
 def command_matches(parsed: dict[str, Any] | None, expected: dict[str, Any]) -> bool:
     """Whether the parsed command is the one the speaker said (intent, device, room, action, value)."""
     if not parsed:
@@ -579,6 +595,8 @@ async def _simulate(config: SimulationConfig, devices: Sequence[SimDevice], comm
                 await asyncio.sleep(wait)
             o = Outcome(channel.name, device.device_id, request_id, cmd.id, cmd.text, cmd.command,
                         round(due if due is not None else time.perf_counter() - t0, 4))
+            if config.dither:
+                cmd = dithered(cmd, request_id)
             try:
                 o.answer, latency = await channel.recognize(device, cmd, request_id)
                 o.latency_ms = latency * 1000

@@ -297,7 +297,7 @@ def _traffic(s: Settings, fleet: list, url: str, bootstrap: str, count: int, com
     commands = [by_slice[keys[i % len(keys)]][(i // len(keys)) % len(by_slice[keys[i % len(keys)]])]
                 for i in range(count)]
     config = SimulationConfig(url=url, via=("http", "ws", "kafka"), kafka_bootstrap=bootstrap, timeout_s=60,
-                              complain_share=complain_share)
+                              complain_share=complain_share, dither=True)
     return run_simulation(config, fleet, commands, language=s.language, progress=True)
 
 

@@ -109,3 +109,15 @@ def test_owners_complain_about_wrong_answers(server, tmp_path, catalog_url, tiny
     assert len(heard) == 4 and heard == {rec: said[rid] for rec, rid in kept.items()}
     with pytest.raises(ValueError, match="complain_share"):
         SimulationConfig(complain_share=2.0)
+
+
+def test_dither_makes_each_request_new_audio(tiny_studio, tmp_path):
+    import numpy as np
+
+    from serving.simulator import dithered
+
+    (cmd,) = studio_commands("tiny", tmp_path, 1, extra_dirs=[tiny_studio])
+    a, b = dithered(cmd, "req-1"), dithered(cmd, "req-2")
+    assert a.wav != cmd.wav and a.wav != b.wav and dithered(cmd, "req-1") == a  # new bytes, same per request
+    diff = np.frombuffer(a.pcm16, "<i2").astype(int) - np.frombuffer(cmd.pcm16, "<i2").astype(int)
+    assert len(a.pcm16) == len(cmd.pcm16) and np.abs(diff).max() <= 1  # inaudible
