@@ -49,6 +49,9 @@ def test_hot_swap_and_rollback_drop_no_request(two_versions, tmp_path, catalog_u
             set_alias(name, "champion", v2)  # promote: serving follows within a poll
             _wait_for(lambda: any(v == f"{name}/{v2}" for _, v in seen))
             set_alias(name, "champion", v1)  # rollback = moving the alias back
+            # serving follows within a poll (waiting for a v1 answer alone could be fooled, on a loaded
+            # machine, by a request that picked v1 before the promotion and finished only now)
+            _wait_for(lambda: models.champion.version == f"{name}/{v1}")
             mark = len(seen)
             _wait_for(lambda: any(v == f"{name}/{v1}" for _, v in seen[mark:]))
         finally:
