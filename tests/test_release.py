@@ -85,7 +85,7 @@ def test_gate_promotes_the_first_refuses_a_degraded_model_and_passes_a_better_on
     set_alias(settings.model_name, "champion", register(bad, settings.model_name))
     better = gate_training_run(settings, trained.run_id, evalset, run_key="test/better")
     assert better.decision.promote and alias_version(settings.model_name, "challenger") == better.challenger_version
-    assert [b.name for b in better.decision.budgets] == ["latency_p95_ms", "size_mb"]
+    assert [b.name for b in better.decision.budgets] == ["latency_p50_ms", "size_mb"]
 
     with session_scope(settings.catalog) as session:
         steps = [(r.run_key, r.verdict) for r in release_history(session, settings.model_name)]
