@@ -227,8 +227,11 @@ def train(
         path = out_dir / ("model.pt" if final else "last.pt")
         save_checkpoint(path, model, tokenizer, cfg.language, lm=lm, **meta)
         if not final:
+            # temp file + rename, like the checkpoint: a process killed mid-write leaves the previous state
+            tmp = state_path.with_suffix(".pt.tmp")
             torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": train_seconds,
-                        "epoch": epoch, "history": history, "rng": rng.getstate()}, state_path)
+                        "epoch": epoch, "history": history, "rng": rng.getstate()}, tmp)
+            tmp.replace(state_path)
         return path
 
     def record(loss: float) -> None:

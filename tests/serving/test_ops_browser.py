@@ -82,12 +82,13 @@ def test_pages_render_with_charts(site, page, shots):
     assert page.locator("figure.chart-box svg.chart").count() == 3
     assert page.locator("svg.chart rect[fill]").count() > 24  # a bar per hour (and the legend)
     assert int(page.locator("#kpi-requests").inner_text().replace(",", "")) > 0
-    assert page.locator("#versions tbody tr").count() == 2
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
     page.click("#range-form .quick a:has-text('last 7d')")
     page.wait_for_url("**/ops?since=7d")
     assert int(page.locator("#kpi-requests").inner_text().replace(",", "")) == seed.utterances
+    # both versions (V2 took over 24 h ago: whether V1 shows in the last 24 h depends on the minute)
+    assert page.locator("#versions tbody tr").count() == 2
 
     page.click("nav.ops-nav >> text=Drift")
     page.wait_for_url(f"{url}/ops/drift")
