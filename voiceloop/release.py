@@ -134,7 +134,11 @@ def model_report(settings: Settings, model_uri: str, evalset: EvalSet, *, decode
 
     from .pipeline import connect_mlflow
 
-    if model_uri.startswith(("models:/", "runs:/")):
+    pinned = model_uri.removeprefix("models:/")
+    if model_uri.startswith("models:/") and "@" not in pinned:
+        connect_mlflow(settings)
+        version = pinned  # models:/<name>/<version> names its label: no download to learn it
+    elif model_uri.startswith(("models:/", "runs:/")):
         connect_mlflow(settings)
         _, version = resolve_checkpoint(model_uri)
     else:
