@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/voiceloop demo --data-dir $(DATA)
+	$(BIN)/voiceloop demo --data-dir $(DATA) --fresh
 
 test: $(STAMP)
 	$(BIN)/ruff check .

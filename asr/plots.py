@@ -40,6 +40,23 @@ def plot_slices(rows: Sequence[tuple[str, float, float, float]], path: str | Pat
     return _save(fig, path)
 
 
+def plot_before_after(rows: Sequence[tuple[str, float, float]], path: str | Path, title: str, ylabel: str,
+                      labels: tuple[str, str] = ("before", "after")) -> Path:
+    """rows: (group label, before, after) as fractions. Writes paired bars per group."""
+    import numpy as np
+
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(x - 0.2, [100 * r[1] for r in rows], 0.4, label=labels[0])
+    ax.bar(x + 0.2, [100 * r[2] for r in rows], 0.4, label=labels[1])
+    ax.set_xticks(x, [r[0] for r in rows])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)

@@ -43,7 +43,7 @@ MAX_BUCKETS = 72
 METRIC_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 DRIFT_SLICE_KEYS = ("all", "dialect", "age_band", "environment", "device_type")
 PREFERRED_METRICS = ("wer", "cer")
-MAX_ALERTS = 500
+MAX_ROWS = 500  # rows one dashboard query returns at most (alerts, release steps)
 MAX_POINTS = 120  # windows per drift series: a chart 720 px wide shows no more
 
 
@@ -332,7 +332,7 @@ def _latest_per_version(session: Session, where: list[Any], roles: dict[str, str
 
 
 def alerts_in(session: Session, rng: TimeRange, *, slice_key: str | None = None,
-              limit: int = MAX_ALERTS) -> list[AlertRow]:
+              limit: int = MAX_ROWS) -> list[AlertRow]:
     """Alerts whose window ends in the range (newest first), open and resolved."""
     stmt = select(Alert).where(_in_range(Alert.window_end, rng))
     if slice_key is not None:
@@ -403,8 +403,8 @@ def releases(session: Session, model_name: str, *, limit: int = 50) -> list[Rele
     """The newest release steps of ``model_name``, newest first."""
     from collection.releases import release_history
 
-    if not 1 <= limit <= MAX_ALERTS:
-        raise MonitoringError("invalid", f"limit must be 1-{MAX_ALERTS}, got {limit}")
+    if not 1 <= limit <= MAX_ROWS:
+        raise MonitoringError("invalid", f"limit must be 1-{MAX_ROWS}, got {limit}")
     return [ReleaseRow(aware(r.created_at), r.stage, r.verdict, r.model_version, r.champion_version, r.summary,
                        list(r.reasons or []), r.run_key, (r.numbers or {}).get("overall"),
                        list((r.numbers or {}).get("slices") or []))

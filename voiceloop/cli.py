@@ -142,21 +142,10 @@ def transcribe(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command("demo")
 def demo(
     data_dir: DataOpt = None,
-    minutes: Annotated[float, typer.Option(help="training-time budget in minutes")] = 15.0,
-    plan: Annotated[str, typer.Option(help="data plan for the studio")] = "demo",
-) -> None:
-    """Run the loop end to end on embedded defaults and print where everything landed."""
-    from .demo import run_demo
-
-    run_demo(settings_for(data_dir), minutes=minutes, plan=plan, console=console)
-
-
-@app.command("loop-demo")
-def loop_demo(
-    data_dir: DataOpt = None,
+    fresh: Annotated[bool, typer.Option(help="delete the world an earlier demo made in the data dir first")] = False,
     minutes: Annotated[float | None, typer.Option(help="minutes per training (default: the configs')")] = None,
     quick: Annotated[bool, typer.Option(help="tiny plans and a tiny model: the plumbing in a few minutes")] = False,
     airflow_port: Annotated[int, typer.Option(help="port of the demo's Airflow UI")] = 8080,
@@ -164,14 +153,14 @@ def loop_demo(
     """One turn of the loop run by Airflow: baseline on standard speech, a fleet with dialect and older
     owners, drift alerts, curation, re-collection, retrain, gate, shadow/canary, promote; CER per slice
     before and after (docs/loop.md)."""
-    from .demo_loop import LoopDemoConfig, run_loop_demo
+    from .demo import DemoError, LoopDemoConfig, run_demo
 
-    config = LoopDemoConfig(train_minutes=minutes, airflow_port=airflow_port)
-    if quick:
-        config = LoopDemoConfig(train_minutes=minutes, airflow_port=airflow_port, data_plan="tiny",
-                                gold_plan="tiny", train_config="tiny", finetune_config="tiny", devices=10,
-                                traffic=50, per_cell=2)
-    run_loop_demo(settings_for(data_dir), console, config)
+    config = (LoopDemoConfig.quick if quick else LoopDemoConfig)(train_minutes=minutes, airflow_port=airflow_port)
+    try:
+        run_demo(settings_for(data_dir), console, config, fresh=fresh)
+    except DemoError as e:
+        console.print(f"[red]{e}")
+        raise typer.Exit(2) from None
 
 
 def _add_groups() -> None:

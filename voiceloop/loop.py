@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 RECOLLECT_PREFIX = "recollect-"
 # Alerts that mean "the model is worse for these people": they trigger retraining and re-collection.
 RETRAIN_ALERT_KINDS = ("wer_regression", "voc_spike", "confidence_drop")
-CURATED_SLICE_KEYS = ("dialect", "age_band", "environment")  # slices the data plan can collect more of
-PLAN_AXIS = {"dialect": "dialect", "age_band": "age_band", "environment": "environment"}
+CURATED_SLICE_KEYS = ("dialect", "age_band", "environment")  # slice keys that are also data-plan cell axes
 
 
 def plans_dir(settings: Settings) -> Path:
@@ -66,7 +65,7 @@ def collect_plan(settings: Settings, plan: str, *, limit: int | None = None) -> 
     still missing)."""
     from .collect import collect_for_plan
 
-    result = collect_for_plan(settings, plan, limit=limit, progress=False)
+    result = collect_for_plan(settings, plan, limit=limit, workers=settings.collect_workers, progress=False)
     return {"plan": Path(plan).stem, "accepted": result.accepted, "rejected": result.rejected,
             "remaining": result.remaining}
 
@@ -250,11 +249,13 @@ def train_candidate(settings: Settings, dataset: str | None, *, config: str = "b
 # -- gate_candidate ----------------------------------------------------------------------------------
 def gate_candidate(settings: Settings, run_id: str, dataset: str | None, *, run_key: str) -> dict[str, Any]:
     """Judge a trained run against the champion on the frozen gold set plus the dataset version's recent
-    production data (voiceloop.release); registers ``@challenger`` only when the gate passes."""
+    production data (voiceloop.release), decoding as serving does (``settings.decoder``: the gate judges
+    what devices would get); registers ``@challenger`` only when the gate passes."""
     from .release import eval_set, gate_training_run
 
     _, root = dataset_root(settings, dataset)
-    outcome = gate_training_run(settings, run_id, eval_set(settings, root), run_key=run_key)
+    outcome = gate_training_run(settings, run_id, eval_set(settings, root), run_key=run_key,
+                                decoder=settings.decoder)
     return {"promote": outcome.decision.promote, "summary": outcome.decision.summary,
             "challenger_version": outcome.challenger_version, "champion_version": outcome.champion_version}
 
@@ -342,7 +343,7 @@ def write_recollection_plan(settings: Settings, plan: Any, slices: list[tuple[st
     cells: dict[tuple, Any] = {}
     for key, value in slices:
         for cell in plan.cells:
-            twin = replace(cell, **{PLAN_AXIS[key]: value}, target=per_cell)
+            twin = replace(cell, **{key: value}, target=per_cell)
             cells.setdefault(twin.axes, twin)
     if not cells or per_cell <= 0:
         return None

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from math import gcd
 from multiprocessing import get_context
@@ -129,9 +129,12 @@ def _render_all(todo: list[UtteranceSpec], audio_dir: Path, workers: int, progre
 
 
 def synthesize_plan(plan: str | Path | Mapping[str, Any] | Plan, out_dir: str | Path, *,
-                    workers: int | None = None, progress: bool = True) -> dict[str, Path]:
+                    workers: int | None = None, progress: bool = True,
+                    splits: Collection[str] | None = None) -> dict[str, Path]:
     """Render every utterance of ``plan`` under ``out_dir`` and write one manifest directory
-    per split (``<out>/<split>/{recordings,supervisions}.jsonl``, audio in ``<out>/audio``).
+    per split (``<out>/<split>/{recordings,supervisions}.jsonl``, audio in ``<out>/audio``);
+    ``splits``: only these (the others' speakers and sentences are drawn all the same, so a split
+    reads the same whether rendered alone or with the rest).
 
     Same plan + seed ⇒ byte-identical manifests and audio. Audio files that already exist are
     kept (ids carry a hash of everything that shapes the audio, so a changed plan gets new
@@ -144,6 +147,11 @@ def synthesize_plan(plan: str | Path | Mapping[str, Any] | Plan, out_dir: str | 
     audio_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     specs = plan_utterances(plan)
+    if splits is not None:
+        unknown = set(splits) - set(specs)
+        if unknown:
+            raise ValueError(f"plan {plan.name} has no split(s) {sorted(unknown)}; it has {sorted(specs)}")
+        specs = {name: s for name, s in specs.items() if name in set(splits)}
     all_specs = [s for split in specs.values() for s in split]
     todo = [s for s in all_specs if not (audio_dir / f"{s.recording_id}.wav").exists()]
     logger.info("plan %s: %d utterances in %d splits, %d to render, %d already on disk", plan.name,

@@ -196,6 +196,16 @@ def test_planning_is_deterministic():
 
 # --- synthesis + manifests ---------------------------------------------------------------------
 
+def test_a_split_rendered_alone_reads_as_with_the_rest(tiny_runs, tmp_path):
+    alone = synthesize_plan("tiny", tmp_path, workers=1, progress=False, splits=["test_heldout"])
+    assert list(alone) == ["test_heldout"]
+    together = tiny_runs["a"] / "test_heldout"
+    assert (alone["test_heldout"] / RECORDINGS).read_bytes() == (together / RECORDINGS).read_bytes()
+    assert set(audio_digests(tmp_path).items()) <= set(audio_digests(tiny_runs["a"]).items())
+    with pytest.raises(ValueError, match="no split"):
+        synthesize_plan("tiny", tmp_path, progress=False, splits=["nope"])
+
+
 def test_same_seed_gives_identical_bytes(tiny_runs):
     a, b = tiny_runs["a"], tiny_runs["b"]
     assert manifest_hash(a) == manifest_hash(b)

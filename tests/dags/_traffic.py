@@ -10,11 +10,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from _labeled_traffic import labeled_request
+
 from asr.backends import build_model, save_checkpoint
 from asr.registry import MlflowTracker, register, set_alias
 from asr.text import JamoTokenizer
 from collection.db import session_scope
-from collection.models import Label, LabelTask, ProductionUtterance, Recording, ShadowResult, utcnow
+from collection.models import ShadowResult
 
 TINY = {"d_model": 32, "n_heads": 2, "ffn_dim": 64, "n_layers": 1, "conv_kernel": 7, "dropout": 0.0}
 COMMANDS = ["거실 불 켜 줘", "볼륨 올려 줘", "에어컨 꺼 줘", "티비 채널 바꿔 줘", "내일 날씨 알려 줘"]
@@ -40,19 +42,8 @@ def register_two(experiment_id: str, tmp: Path, name: str) -> tuple[str, str]:
 
 
 def _labeled_request(session, version: str, ref: str, hyp: str) -> str:  # noqa: ANN001
-    rid = f"req-{uuid.uuid4().hex[:16]}"
-    rec = Recording(sha256=uuid.uuid4().hex * 2, uri=f"file:///{rid}.wav", sample_rate=16000, duration=2.0,
-                    source="production", language="ko", external_id=rid)
-    session.add(rec)
-    session.flush()
-    task = LabelTask(recording_id=rec.id, status="done")
-    session.add(task)
-    session.flush()
-    session.add(Label(task_id=task.id, recording_id=rec.id, text=ref, status="reviewed", reviewed_at=utcnow()))
-    session.add(ProductionUtterance(request_id=rid, device_id="dev-1", model_version=version, hypothesis=hyp,
-                                    confidence=0.9, latency_ms=80.0, recording_id=rec.id, channel="http",
-                                    dialect="jeolla" if int(rid[-1], 16) % 2 else "standard", device_type="speaker"))
-    return rid
+    return labeled_request(session, version=version, ref=ref, hyp=hyp, age_band=None,
+                           dialect="jeolla" if uuid.uuid4().int % 2 else "standard")
 
 
 class Traffic(threading.Thread):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from _device_helpers import add_device, auth, device_app, register_tiny, tone_wav
+from _labeled_traffic import labeled_request
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from asr.gate import GateConfig
 from asr.registry import set_alias
 from collection.db import connect, session_scope
-from collection.models import Label, LabelTask, ProductionUtterance, Recording, ShadowResult
+from collection.models import ProductionUtterance, ShadowResult
 from serving.model_manager import ModelManager
 from serving.rollout import (
     CANARY_TAG,
@@ -217,30 +218,10 @@ def garbled(text: str) -> str:
     return " ".join(words[:-1])[:-1] + "가"
 
 
-def add_request(session, *, version: str, ref: str, hyp: str | None, labeled: bool = True, latency_ms: float = 80.0,
-                confidence: float | None = 0.9, dialect: str | None = "standard", channel: str = "http",
-                at: datetime = T0 - timedelta(minutes=30)) -> str:
-    """One production request answered by ``version``; with ``labeled``, its audio kept and reviewed."""
-    rid = f"req-{uuid.uuid4().hex[:16]}"
-    recording_id = None
-    if labeled:
-        rec = Recording(sha256=uuid.uuid4().hex * 2, uri=f"file:///{rid}.wav", sample_rate=16000, duration=2.0,
-                        source="production", language="ko", external_id=rid)
-        session.add(rec)
-        session.flush()
-        task = LabelTask(recording_id=rec.id, status="done")
-        session.add(task)
-        session.flush()
-        session.add(Label(task_id=task.id, recording_id=rec.id, text=ref, status="reviewed",
-                          reviewed_at=at + timedelta(hours=2)))
-        recording_id = rec.id
-    session.add(ProductionUtterance(
-        request_id=rid, device_id="dev-1", model_version=version, hypothesis=hyp, confidence=confidence,
-        latency_ms=latency_ms, recording_id=recording_id, created_at=at, channel=channel,
-        route="challenger" if version == CHALLENGER else "champion", dialect=dialect, age_band="60s",
-        environment=None, device_type="speaker"))
-    session.flush()
-    return rid
+def add_request(session, *, version: str, **fields) -> str:  # noqa: ANN001, ANN003
+    """One request answered by ``version`` half an hour before T0, reviewed two hours later."""
+    return labeled_request(session, version=version, route="challenger" if version == CHALLENGER else "champion",
+                           **{"at": T0 - timedelta(minutes=30), "reviewed_after": timedelta(hours=2), **fields})
 
 
 def shadow_traffic(session, n: int, *, champion: Callable[[int, str], str],
