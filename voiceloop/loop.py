@@ -65,7 +65,9 @@ def collect_plan(settings: Settings, plan: str, *, limit: int | None = None) -> 
     still missing)."""
     from .collect import collect_for_plan
 
-    result = collect_for_plan(settings, plan, limit=limit, workers=settings.collect_workers, progress=False)
+    # One rendering process: spawned renderers would re-import Airflow's task runner, which refuses to start
+    # without the metadata DB a task process is not given (the first full demo's collect task died so).
+    result = collect_for_plan(settings, plan, limit=limit, progress=False)
     return {"plan": Path(plan).stem, "accepted": result.accepted, "rejected": result.rejected,
             "remaining": result.remaining}
 

@@ -77,7 +77,6 @@ class Settings(BaseSettings):
 
     # -- the loop (voiceloop/loop.py, dags/; docs/loop.md) --
     data_plan: str = "demo"  # the plan collect_and_label fills (a name in collection/dataplans or <data>/plans)
-    collect_workers: int = 2  # processes rendering synthetic speech in a collect task (eSpeak is one per process)
     # read by the DAG files when Airflow parses them (voiceloop.orchestration), from VOICELOOP_* in its env
     dag_schedules: bool = True  # False: DAGs run only when triggered or by Asset events (the loop demo)
     dag_retry_delay_s: int = 60  # a failed task's next try waits this long

@@ -33,7 +33,6 @@ from voiceloop.settings import Settings
 # Read when the DAG files are parsed (default_args): a task that fails retries after 1 s, not a minute.
 os.environ.setdefault("VOICELOOP_DAG_RETRY_DELAY_S", "1")
 os.environ.setdefault("VOICELOOP_ROLLOUT_POKE_S", "1")  # the deploy sensors look at the traffic every second
-os.environ.setdefault("VOICELOOP_COLLECT_WORKERS", "1")  # tiny plans: spawning renderers costs more than it saves
 _data_dir = Path(tempfile.mkdtemp(prefix="voiceloop-airflow-tests-"))
 atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)
 # The first call in a process wins (Airflow cannot be re-pointed once imported): another test folder that
