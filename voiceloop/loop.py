@@ -337,16 +337,21 @@ def write_recollection_plan(settings: Settings, plan: Any, slices: list[tuple[st
     """``recollect-<YYYYMMDD>``: for each weak slice, the plan's cells re-targeted at it (a Gyeongsang alert
     turns each cell into its Gyeongsang twin; a 70s+ alert each into its 70s+ twin), ``per_cell`` utterances
     each, counted under the plan's own name (quota_scope plan) — so a plan that never asked for the slice
-    still gets it collected. None when there is nothing to collect."""
+    still gets it collected. Twins the plan itself asks ``per_cell`` or more of (an alert on the 30s of a
+    plan that collects 80 per 30s cell) are left out: the slice's production audio goes to labeling
+    instead (the first full demo re-collected its 30s and 40s because their owners complained too). None
+    when there is nothing to collect."""
     from dataclasses import replace
 
     from collection.dataplan import write_dataplan
 
+    planned = {cell.axes: cell.target for cell in plan.cells}
     cells: dict[tuple, Any] = {}
     for key, value in slices:
         for cell in plan.cells:
             twin = replace(cell, **{key: value}, target=per_cell)
-            cells.setdefault(twin.axes, twin)
+            if planned.get(twin.axes, 0) < per_cell:  # a cell the plan fills as amply already needs no twin
+                cells.setdefault(twin.axes, twin)
     if not cells or per_cell <= 0:
         return None
     name = f"{RECOLLECT_PREFIX}{day:%Y%m%d}"
