@@ -35,8 +35,6 @@ import argparse
 import json
 import logging
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +42,6 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
 
 from asr.evaluate import EvalReport, evaluate
 from asr.inference import Recognizer
@@ -53,7 +50,7 @@ from collection.dataplan import load_dataplan
 from collection.manifest import RECORDINGS, SUPERVISIONS, load_split, read_jsonl, write_jsonl
 from collection.studio import synthesize_plan
 from voiceloop.collect import collect_for_plan, freeze_dataset, queue_for_labeling, simulated_labeling
-from voiceloop.efficacy import gap_rows, gap_table, plot_gaps, standard_slip, target_met, verdict
+from voiceloop.efficacy import Phases, gap_rows, gap_table, plot_gaps, standard_slip, target_met, verdict
 from voiceloop.loop import write_recollection_plan
 from voiceloop.pipeline import train_model
 from voiceloop.settings import Settings
@@ -67,23 +64,6 @@ RECOLLECT_DAY = datetime(2026, 1, 1)  # fixed: the plan name (recollect-20260101
 LABEL_ROUNDS = 4  # simulated labeling rounds at most (each relabels what the reviewer rejected)
 console = Console(width=None if sys.stdout.isatty() else 160)
 log = logging.getLogger("loop_efficacy")
-
-
-class Phases:
-    """Wall-clock seconds per phase, in order."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        console.rule(f"[bold]{name}")
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - start, 1)
-            console.print(f"[dim]{name}: {self.seconds[name]:.0f} s wall")
 
 
 # -- evaluation --------------------------------------------------------------------------------------
@@ -214,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     settings = Settings(data_dir=work / f"loop-per{args.per_cell}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    phase = Phases()
+    phases = Phases(console)
+    phase = phases.phase
     studio = work / "studio"
 
     with phase("synthesize the studio plan"):
@@ -252,10 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = gap_rows(before, after, "standard")
     console.print(gap_table(rows, "one turn of the loop: CER per slice (beam + LM)"))
-    t = Table("phase", "wall (s)", title="wall-clock per phase")
-    for k, v in phase.seconds.items():
-        t.add_row(k, f"{v:.0f}")
-    console.print(t)
+    console.print(phases.table())
     console.print(verdict(rows))
     passed = target_met(rows)
     result = {
@@ -271,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [asdict(r) for r in rows],
         "standard_cer_change": standard_slip(rows),
         "target_met": passed,
-        "phase_seconds": phase.seconds,
-        "total_wall_s": round(sum(phase.seconds.values()), 1),
+        "phase_seconds": phases.seconds,
+        "total_wall_s": round(sum(phases.seconds.values()), 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loop_efficacy.json").write_text(json.dumps(result, indent=1, default=str))

@@ -21,10 +21,9 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .efficacy import gap_rows, gap_table, plot_gaps, verdict
+from .efficacy import Phases, gap_rows, gap_table, plot_gaps, verdict
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,27 +78,6 @@ class LoopDemoConfig:
         """Tiny plans and a tiny model: the plumbing in a few minutes (its CER numbers mean nothing)."""
         return cls(**{"data_plan": "tiny", "gold_plan": "tiny", "train_config": "tiny", "finetune_config": "tiny",
                       "devices": 10, "traffic": 50, "per_cell": 2, **overrides})
-
-
-@dataclass
-class Phases:
-    console: Console
-    rows: list[tuple[str, float]] = field(default_factory=list)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        self.console.rule(f"[bold]{len(self.rows) + 1}. {name}")
-        started = time.perf_counter()
-        yield
-        self.rows.append((name, time.perf_counter() - started))
-        self.console.print(f"[dim]{name}: {self.rows[-1][1] / 60:.1f} min")
-
-    def table(self) -> Table:
-        t = Table("phase", "minutes", title="wall-clock of the loop")
-        for name, seconds in self.rows:
-            t.add_row(name, f"{seconds / 60:.1f}")
-        t.add_row("[bold]total", f"[bold]{sum(s for _, s in self.rows) / 60:.1f}")
-        return t
 
 
 def demo_settings(settings: Settings, config: LoopDemoConfig) -> Settings:
@@ -238,7 +216,7 @@ def run_demo(settings: Settings, console: Console, config: LoopDemoConfig = Loop
         _, plan_png = plan_progress(s, config.data_plan, s.data_dir / "reports" / "plan_status.png")
     console.print(phases.table())
     console.print(_where(s, report, figure, plan_png))
-    return {"phases": phases.rows, "deploy": deploy.tasks if deploy else None,
+    return {"phases": list(phases.seconds.items()), "deploy": deploy.tasks if deploy else None,
             "slices": [asdict(r) for r in rows]}
 
 

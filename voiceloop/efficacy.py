@@ -1,17 +1,45 @@
 """Did one turn of the loop close the gaps? Each weak slice's CER gap to standard speech before and after,
-the share of it closed, and the targets (issue 6) — the table and figure both the loop demo and
-bench/loop_efficacy.py print."""
+the share of it closed, and the targets (issue 6) — the table, figure and wall-clock per phase both the
+loop demo and bench/loop_efficacy.py print."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
 TARGET_GAP_CLOSED = 0.70  # of each weak slice's gap to standard speech
 TARGET_STANDARD_SLIP = 0.005  # standard speech may get worse by at most half a CER point
+
+
+@dataclass
+class Phases:
+    """Wall-clock per phase of one loop turn (the second target: one demo loop within 30 minutes)."""
+
+    console: Console
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> wall seconds, in order
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.console.rule(f"[bold]{len(self.seconds) + 1}. {name}")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:  # a failed phase still shows how long it ran
+            self.seconds[name] = round(time.perf_counter() - started, 1)
+            self.console.print(f"[dim]{name}: {self.seconds[name] / 60:.1f} min")
+
+    def table(self) -> Table:
+        t = Table("phase", "minutes", title="wall-clock of the loop")
+        for name, seconds in self.seconds.items():
+            t.add_row(name, f"{seconds / 60:.1f}")
+        t.add_row("[bold]total", f"[bold]{sum(self.seconds.values()) / 60:.1f}")
+        return t
 
 
 @dataclass(frozen=True)
