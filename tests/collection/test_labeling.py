@@ -146,8 +146,11 @@ def test_double_share_is_deterministic(catalog):
         create_tasks(s, double_share=0.3, seed=7)
         doubled = set(s.scalars(select(LabelTask.recording_id).where(LabelTask.round == 2)))
     assert doubled == {rid for rid in ids if is_double(rid, 0.3, seed=7)}
-    assert 0.15 <= len(doubled) / len(ids) <= 0.45
-    assert {rid for rid in ids if is_double(rid, 0.3, seed=8)} != doubled
+    # The share on fixed ids: catalog ids are random, so a band on 80 of them fails now and then (a 3-sigma
+    # draw did, in CI); 2,000 fixed ids give the same answer on every run.
+    fixed = [f"rec-{i:012x}" for i in range(2000)]
+    assert 0.27 <= sum(is_double(rid, 0.3, seed=7) for rid in fixed) / len(fixed) <= 0.33
+    assert {rid for rid in fixed if is_double(rid, 0.3, seed=8)} != {rid for rid in fixed if is_double(rid, 0.3, seed=7)}
     assert not any(is_double(rid, 0.0) for rid in ids) and all(is_double(rid, 1.0) for rid in ids)
 
 
