@@ -67,11 +67,18 @@ def consent_in_force(consent: Consent | None, now: datetime, *, scope: str | Non
     return aware(consent.granted_at) + timedelta(days=consent.retention_days) > now
 
 
-def assign_split(speaker_id: str, ratios: dict[str, float], seed: int = 0) -> str:
-    """The split of a speaker: ``sha256(seed:speaker_id)`` mapped onto [0, 1) and cut at the cumulative
-    ratios (in the given order). Depends only on the speaker, the seed and the ratios, so adding speakers
-    never moves an existing one."""
-    u = stable_fraction(seed, speaker_id)
+def split_key(speaker: SpeakerRow) -> str:
+    """What a speaker's split is drawn from: ``source:external_id`` when the speaker came with one, else the
+    catalog id. Catalog ids are new in every catalog; the external identity is not, so the same people land
+    in the same splits when a catalog is rebuilt or a test collects the same plan again."""
+    return f"{speaker.source}:{speaker.external_id}" if speaker.external_id else speaker.id
+
+
+def assign_split(key: str, ratios: dict[str, float], seed: int = 0) -> str:
+    """The split of the speaker with ``split_key`` ``key``: ``sha256(seed:key)`` mapped onto [0, 1) and cut
+    at the cumulative ratios (in the given order). Depends only on the speaker, the seed and the ratios, so
+    adding speakers never moves an existing one."""
+    u = stable_fraction(seed, key)
     total = sum(ratios.values())
     edge = 0.0
     for split, share in ratios.items():
@@ -177,7 +184,7 @@ def _entries(session: Session, store: AudioStore, ratios: dict[str, float], seed
         if not may_train_on(speaker, trainable):
             skipped["no_training_consent"] += 1
             continue
-        split = assign_split(speaker.id, ratios, seed)
+        split = assign_split(split_key(speaker), ratios, seed)
         num_samples = round(rec.duration * rec.sample_rate)
         duration = num_samples / rec.sample_rate  # lhotse checks duration == num_samples / rate
         recording = Recording(id=rec.id, sources=[_source(store, rec.uri)], sampling_rate=rec.sample_rate,
@@ -249,7 +256,8 @@ def build_dataset(
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = out_root / f".tmp-{uuid.uuid4().hex[:12]}"
-    recipe = {"split_ratios": ratios, "seed": seed, "split_rule": "sha256(seed:speaker_id) -> [0,1) by ratio",
+    recipe = {"split_ratios": ratios, "seed": seed, "split_rule": "sha256(seed:split_key) -> [0,1) by ratio",
+              "split_key": "source:external_id, else speaker_id",
               "labels": "collection.labeling.reviewed_transcripts", "include_simulated": include_simulated,
               "skipped": dict(sorted(skipped.items()))}
     try:

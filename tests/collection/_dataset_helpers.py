@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collection.consent import grant_consent
+from collection.datasets import split_key
 from collection.ingest import ensure_speaker, ingest
 from collection.manifest import load_split
 from collection.models import Label, LabelTask, Speaker, User
@@ -83,3 +85,8 @@ def speaker_with_recordings(session: Session, store: AudioStore, clips: Clips, n
     recs = [add_recording(session, store, clips, speaker, environment=ENVIRONMENTS[i % len(ENVIRONMENTS)])[0]
             for i in range(n)]
     return speaker, recs
+
+
+def split_keys(session: Session) -> dict[str, str]:
+    """speaker id -> the key the speaker's split is drawn from."""
+    return {sp.id: split_key(sp) for sp in session.scalars(select(Speaker))}

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from _dataset_helpers import RATIOS, Clips, add_recording, add_speaker, labeler, speaker_with_recordings
+from _dataset_helpers import RATIOS, Clips, add_recording, add_speaker, labeler, speaker_with_recordings, split_keys
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -20,10 +20,11 @@ from collection.datasets import (
     count_slices,
     dataset_tags,
     speakers_by_split,
+    split_key,
 )
 from collection.db import connect, session_scope
 from collection.manifest import SLICE_KEYS, load_split, manifest_hash, read_jsonl
-from collection.models import Consent, DatasetMember, DatasetVersion, utcnow
+from collection.models import Consent, DatasetMember, DatasetVersion, Speaker, utcnow
 from collection.store import AudioStore
 
 
@@ -70,7 +71,8 @@ def test_same_inputs_same_hash_no_duplicate(catalog, audio_store, clips, tmp_pat
     # Another seed moves speakers between splits: another manifest, another version.
     with session_scope(catalog) as s:
         other = build_dataset(s, audio_store, out, name="main", split_ratios=RATIOS, seed=1)
-    moved = any(assign_split(spk, RATIOS, 0) != assign_split(spk, RATIOS, 1) for spk in speakers)
+        keys = [split_keys(s)[spk] for spk in speakers]
+    moved = any(assign_split(key, RATIOS, 0) != assign_split(key, RATIOS, 1) for key in keys)
     assert (other.id != first.id) == moved
 
 
@@ -115,6 +117,7 @@ def test_splits_disjoint_counts_right_and_stable(catalog, audio_store, clips, tm
     with session_scope(catalog) as s:
         v1 = build_dataset(s, audio_store, tmp_path, name="main", split_ratios=RATIOS)
         split_of_v1 = {spk: split for split, spks in speakers_by_split(s, v1.id).items() for spk in spks}
+        keys = split_keys(s)
     root = tmp_path / v1.id
     by_split = {split: load_split(root / split) for split in RATIOS}
     speakers = {split: {u.speaker for u in utts} for split, utts in by_split.items()}
@@ -129,7 +132,7 @@ def test_splits_disjoint_counts_right_and_stable(catalog, audio_store, clips, tm
         assert v1.counts[split]["total"]["speakers"] == len(speakers[split])
         assert set(v1.counts[split]) == {"total", *SLICE_KEYS}
         for u in utts:
-            assert split_of_v1[u.speaker] == split == assign_split(u.speaker, RATIOS, 0)
+            assert split_of_v1[u.speaker] == split == assign_split(keys[u.speaker], RATIOS, 0)
     # New speakers arrive: every old speaker keeps its split; the new version names v1 as parent.
     seed_speakers(catalog, audio_store, clips, 4, prefix="new")
     with session_scope(catalog) as s:
@@ -138,6 +141,13 @@ def test_splits_disjoint_counts_right_and_stable(catalog, audio_store, clips, tm
     assert v2.id != v1.id and v2.parent_id == v1.id
     assert len(split_of_v2) == 12
     assert all(split_of_v2[spk] == split for spk, split in split_of_v1.items())
+
+
+def test_a_speakers_split_key_is_who_they_are_where_they_came_from():
+    # the same persona or device in another catalog gets another catalog id, and the same split key
+    assert split_key(Speaker(id="spk-a", source="synthetic", external_id="tiny/60s/spk000")) == \
+        split_key(Speaker(id="spk-b", source="synthetic", external_id="tiny/60s/spk000")) == "synthetic:tiny/60s/spk000"
+    assert split_key(Speaker(id="spk-c")) == "spk-c"  # nothing else to go by
 
 
 def test_assign_split_follows_ratios():

@@ -27,10 +27,6 @@ def loop_env(tmp_path, catalog_url, mlflow_store, monkeypatch, airflow_home) -> 
            "VOICELOOP_MODEL_NAME": f"loop-{uuid.uuid4().hex[:8]}", "VOICELOOP_DATA_PLAN": "tiny"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    # Splits are drawn per speaker id, and ids are new on every run: the tiny plan's 3 speakers all miss
-    # "train" once in 125 runs (0.2**3), and training then has nothing to learn from. All but surely every
-    # speaker in train (a miss: 1 in 10**8); dev and test stay as (almost always empty) splits training reads.
-    monkeypatch.setattr("collection.datasets.DEFAULT_SPLITS", {"train": 0.998, "dev": 0.001, "test": 0.001})
     return Settings()
 
 
