@@ -72,6 +72,8 @@ class GateConfig:
     latency_budget: float = 1.25  # challenger p95 latency at most this × the champion's (or + the slack) …
     latency_slack_ms: float = 20.0  # … timing noise on a busy machine is milliseconds, whatever the model
     max_latency_ms: float | None = None  # … and at most this, when set
+    # A live p95 of fewer timings (either side) rests on its few slowest requests: shown, not judged
+    min_latency_n: int = 100
     size_budget: float = 1.5  # challenger checkpoint at most this × the champion's …
     max_size_mb: float | None = None  # … and at most this, when set
     draws: int = 1000
@@ -81,11 +83,13 @@ class GateConfig:
     def from_settings(cls, settings: Any) -> GateConfig:  # noqa: ANN401 - voiceloop.settings.Settings
         return cls(min_gain=settings.gate_min_gain, slice_margin=settings.gate_slice_margin,
                    min_slice_n=settings.gate_min_slice_n, latency_budget=settings.gate_latency_budget,
-                   size_budget=settings.gate_size_budget)
+                   min_latency_n=settings.gate_min_latency_n, size_budget=settings.gate_size_budget)
 
     def __post_init__(self) -> None:
-        if self.slice_margin < 0 or self.min_gain < 0 or self.min_slice_n < 1 or self.draws < 100:
-            raise ValueError("slice_margin and min_gain must be >= 0, min_slice_n >= 1, draws >= 100")
+        if self.slice_margin < 0 or self.min_gain < 0 or self.min_slice_n < 1 or self.min_latency_n < 1 \
+                or self.draws < 100:
+            raise ValueError("slice_margin and min_gain must be >= 0, min_slice_n and min_latency_n >= 1, "
+                             "draws >= 100")
         if self.latency_budget < 1 or self.size_budget < 1:
             raise ValueError("latency_budget and size_budget are ratios >= 1 (the challenger may not be "
                              "faster-only: 1.0 means no slack)")
@@ -111,13 +115,15 @@ class Delta:
 
 @dataclass(frozen=True)
 class Budget:
-    """Latency (p95 ms) or size (MB): the challenger's value against ``limit``."""
+    """Latency (p95 ms) or size (MB): the challenger's value against ``limit``; ``ok``: within it;
+    ``judged``: measured on enough to count (a budget not judged is shown and never blocks)."""
 
     name: str
     champion: float
     challenger: float
     limit: float
     ok: bool
+    judged: bool = True
 
 
 @dataclass(frozen=True)
@@ -204,20 +210,21 @@ def _delta(key: str, value: str, champion: list[Scored], challenger: list[Scored
 
 
 def _budget(name: str, champion: float, challenger: float, ratio: float, cap: float | None,
-            slack: float = 0.0) -> Budget:
+            slack: float = 0.0, judged: bool = True) -> Budget:
     limit = max(champion * ratio, champion + slack)
     limit = limit if cap is None else min(limit, cap)
-    return Budget(name, round(champion, 2), round(challenger, 2), round(limit, 2), challenger <= limit)
+    return Budget(name, round(champion, 2), round(challenger, 2), round(limit, 2), challenger <= limit, judged)
 
 
 def compare(champion: Sequence[Scored], challenger: Sequence[Scored], config: GateConfig = GateConfig(), *,
             latency_ms: tuple[float, float] | None = None, latency_stat: str = "p95",
-            size_mb: tuple[float, float] | None = None) -> GateDecision:
+            latency_n: int | None = None, size_mb: tuple[float, float] | None = None) -> GateDecision:
     """Apply the rule. ``champion``/``challenger``: each model's scored utterances (the same ids in the same
     order when both heard the same audio); ``latency_ms`` and ``size_mb``: (champion, challenger) latency
     (the ``latency_stat`` percentile: p95 of served traffic; the offline gate's p50 of interleaved decodes,
     since a p95 of a few dozen timings on a shared machine is its noise) and checkpoint size, checked
-    against the budgets when given.
+    against the budgets when given. ``latency_n``: the timings on the smaller side, when the latency is a
+    percentile of traffic (below ``config.min_latency_n`` the latency is shown, not judged).
 
     Raises:
         ValueError: nothing to compare (either side empty).
@@ -248,12 +255,13 @@ def compare(champion: Sequence[Scored], challenger: Sequence[Scored], config: Ga
                            f"margin {config.slice_margin:.2%})")
     budgets = []
     if latency_ms is not None:
+        judged = latency_n is None or latency_n >= config.min_latency_n
         budgets.append(_budget(f"latency_{latency_stat}_ms", *latency_ms, config.latency_budget, config.max_latency_ms,
-                               config.latency_slack_ms))
+                               config.latency_slack_ms, judged))
     if size_mb is not None:
         budgets.append(_budget("size_mb", *size_mb, config.size_budget, config.max_size_mb))
     reasons += [f"{b.name} {b.challenger:.1f} over the budget {b.limit:.1f} (champion {b.champion:.1f})"
-                for b in budgets if not b.ok]
+                for b in budgets if b.judged and not b.ok]
     return GateDecision(not reasons, reasons, overall, slices, budgets)
 
 

@@ -302,12 +302,14 @@ def live_records(session: Session, champion_version: str, challenger_version: st
 @dataclass(frozen=True)
 class VersionStats:
     """One model's live numbers in a window: ``utterances`` it decoded (served, or shadowed), ``errors``
-    among them (decodes recorded without a result), ``p95_latency_ms`` (None without timings)."""
+    among them (decodes recorded without a result), ``p95_latency_ms`` over ``timed`` of them (None without
+    timings)."""
 
     version: str
     utterances: int
     errors: int
     p95_latency_ms: float | None
+    timed: int = 0
 
     @property
     def error_share(self) -> float:
@@ -326,9 +328,10 @@ class LiveStats:
     compared: int = 0
 
 
-def _p95(values: Sequence[float | None]) -> float | None:
+def _p95(values: Sequence[float | None]) -> tuple[float | None, int]:
+    """(p95, how many values it is over): None and 0 without values."""
     vals = [v for v in values if v is not None]
-    return round(float(np.percentile(vals, 95)), 2) if vals else None
+    return (round(float(np.percentile(vals, 95)), 2) if vals else None), len(vals)
 
 
 def _same(a: str, b: str) -> bool:
@@ -355,7 +358,7 @@ def live_stats(session: Session, champion_version: str, challenger_version: str,
             rows = session.execute(select(pu.latency_ms, pu.confidence)
                                    .where(*in_window, pu.model_version == version)).all()
             per_version[version] = VersionStats(version, len(rows), sum(r.confidence is None for r in rows),
-                                                _p95([r.latency_ms for r in rows]))
+                                                *_p95([r.latency_ms for r in rows]))
         return LiveStats("canary", per_version[window.champion], per_version[window.challenger])
 
     sr = ShadowResult
@@ -371,9 +374,9 @@ def live_stats(session: Session, champion_version: str, challenger_version: str,
     agreement = round(sum(_same(r.hypothesis, r.shadow_hypothesis) for r in both) / len(both), 4) if both else None
     return LiveStats(
         "shadow",
-        VersionStats(window.champion, served[0], served[1], _p95([r.latency_ms for r in timed])),
+        VersionStats(window.champion, served[0], served[1], *_p95([r.latency_ms for r in timed])),
         VersionStats(window.challenger, len(rows), sum(r.shadow_confidence is None for r in rows),
-                     _p95([r.shadow_latency_ms for r in timed])),
+                     *_p95([r.shadow_latency_ms for r in timed])),
         agreement, len(both))
 
 
@@ -429,7 +432,8 @@ def live_gate(session: Session, champion_version: str, challenger_version: str, 
               since: datetime, until: datetime, config: GateConfig = GateConfig(), min_utterances: int = 200,
               min_labeled: int = 50, error_margin: float = 0.005) -> LiveGate:
     """Judge one release step on live traffic with the release gate (:func:`asr.gate.compare`: per-slice
-    CER with bootstrap intervals, p95 latency budget) plus the error-rate rule (:func:`error_rule`).
+    CER with bootstrap intervals, p95 latency budget — judged once each side has ``config.min_latency_n``
+    timings) plus the error-rate rule (:func:`error_rule`).
 
     ``wait`` until each model decoded ``min_utterances`` requests in the window and ``min_labeled`` of them
     (on the smaller side) have reviewed transcripts; then ``pass`` or ``fail``.
@@ -453,7 +457,8 @@ def live_gate(session: Session, champion_version: str, challenger_version: str, 
     latency = None
     if stats.champion.p95_latency_ms is not None and stats.challenger.p95_latency_ms is not None:
         latency = (stats.champion.p95_latency_ms, stats.challenger.p95_latency_ms)
-    decision = compare(champion, challenger, config, latency_ms=latency)
+    decision = compare(champion, challenger, config, latency_ms=latency,
+                       latency_n=min(stats.champion.timed, stats.challenger.timed))
     reasons = list(decision.reasons)
     if (error := error_rule(stats, error_margin)) is not None:
         reasons.append(error)

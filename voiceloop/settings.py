@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     gate_slice_margin: float = 0.01  # a slice regresses when its CER rises by more than this, CI above 0
     gate_min_slice_n: int = 20  # slices with fewer evaluation utterances are shown, not judged
     gate_latency_budget: float = 1.25  # challenger p95 latency at most this × the champion's
+    gate_min_latency_n: int = 100  # live p95 latencies over fewer timings are shown, not judged
     gate_size_budget: float = 1.5  # challenger checkpoint at most this × the champion's
     # -- release on live traffic (serving/rollout.py, the deploy DAG; docs/serving.md "Rollout") --
     rollout_canary_share: float = 0.2  # share of requests the challenger answers during the canary step

@@ -85,6 +85,9 @@ def test_budgets_and_unpaired_traffic():
     assert noise.promote and noise.budgets[0].limit == 22.0
     assert not slow.promote
     assert [r.split()[0] for r in slow.reasons] == ["latency_p95_ms", "size_mb"]
+    few = compare(champion, challenger, latency_ms=(100.0, 300.0), latency_n=40)  # a p95 of 40 timings
+    assert few.promote and [(b.ok, b.judged) for b in few.budgets] == [(False, False)]
+    assert not compare(champion, challenger, latency_ms=(100.0, 300.0), latency_n=100).promote
 
 
 def test_same_audio_in_another_order_is_paired():
