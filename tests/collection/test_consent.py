@@ -113,7 +113,8 @@ def test_deletion_leaves_no_trace(catalog, audio_store, clips, tmp_path, mlflow_
     with session_scope(catalog) as s:
         v1 = build_dataset(s, audio_store, datasets, name="main", split_ratios=RATIOS)
         # A seed that moves some speaker to another split, so the second version differs from the first.
-        keys = [split_keys(s)[sp] for sp in (target.id, *others)]
+        key_of = split_keys(s)
+        keys = [key_of[sp] for sp in (target.id, *others)]
         seed = next(k for k in range(1, 1000)
                     if any(assign_split(key, RATIOS, k) != assign_split(key, RATIOS, 0) for key in keys))
         v2 = build_dataset(s, audio_store, datasets, name="main", split_ratios=RATIOS, seed=seed)

@@ -71,7 +71,8 @@ def test_same_inputs_same_hash_no_duplicate(catalog, audio_store, clips, tmp_pat
     # Another seed moves speakers between splits: another manifest, another version.
     with session_scope(catalog) as s:
         other = build_dataset(s, audio_store, out, name="main", split_ratios=RATIOS, seed=1)
-        keys = [split_keys(s)[spk] for spk in speakers]
+        key_of = split_keys(s)
+    keys = [key_of[spk] for spk in speakers]
     moved = any(assign_split(key, RATIOS, 0) != assign_split(key, RATIOS, 1) for key in keys)
     assert (other.id != first.id) == moved
 
